@@ -1,0 +1,102 @@
+"""Circuit breakers per (tenant, vendor), shared by every worker process through Redis.
+
+    from pipeline.breakers import breaker_for
+    breaker_for(tenant_id, "crm").call(push_contacts, batch)
+
+`breaker_for` is the one breaker factory: thresholds come from settings (with per-vendor
+overrides), state from Redis, transitions go to the log and the `breaker_events` table.
+One tenant's failures never touch another tenant's breaker: the key holds both ids.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from functools import lru_cache
+
+import pybreaker
+import redis
+
+from pipeline.breakers.breaker import DistributedCircuitBreaker
+from pipeline.breakers.events import (
+    BreakerTransition,
+    TransitionListener,
+    TransitionSink,
+    log_transition,
+)
+from pipeline.breakers.storage import RedisBreakerStorage
+from pipeline.settings import Settings, get_settings
+
+__all__ = [
+    "BreakerFactory",
+    "BreakerTransition",
+    "DistributedCircuitBreaker",
+    "breaker_for",
+    "configure_breakers",
+]
+
+
+class BreakerFactory:
+    """Builds (and caches per process) the breaker of each (tenant, vendor)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        settings: Settings,
+        *,
+        sinks: Iterable[TransitionSink] = (log_transition,),
+        clock: Callable[[], float] = time.time,
+        cache_size: int = 4096,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.clock = clock
+        self.listeners = [TransitionListener(sink) for sink in sinks]
+        self.get = lru_cache(maxsize=cache_size)(self._build)
+
+    def __call__(self, tenant_id: int, vendor: str) -> DistributedCircuitBreaker:
+        return self.get(int(tenant_id), vendor)
+
+    def storage(self, tenant_id: int, vendor: str) -> RedisBreakerStorage:
+        return RedisBreakerStorage(
+            self.client,
+            prefix=self.settings.redis_key_prefix,
+            tenant_id=tenant_id,
+            vendor=vendor,
+        )
+
+    def _build(self, tenant_id: int, vendor: str) -> DistributedCircuitBreaker:
+        return DistributedCircuitBreaker(
+            self.storage(tenant_id, vendor),
+            self.settings.breaker_config(vendor),
+            tenant_id=tenant_id,
+            vendor=vendor,
+            listeners=self.listeners,
+            clock=self.clock,
+        )
+
+
+_factory: BreakerFactory | None = None
+
+
+def configure_breakers(factory: BreakerFactory | None) -> None:
+    """Install the factory `breaker_for` uses (None: rebuild from settings on next use)."""
+    global _factory
+    _factory = factory
+
+
+def default_factory() -> BreakerFactory:
+    from pipeline.db.breaker_events import record_breaker_event
+    from pipeline.redis_client import redis_for
+
+    settings = get_settings()
+    client = redis_for(settings.redis_url, settings.redis_socket_timeout_s)
+    return BreakerFactory(client, settings, sinks=(log_transition, record_breaker_event))
+
+
+def breaker_for(tenant_id: int, vendor: str) -> pybreaker.CircuitBreaker:
+    """The circuit breaker guarding `vendor` for `tenant_id`, state shared through Redis."""
+    global _factory
+    if _factory is None:
+        _factory = default_factory()
+    return _factory(tenant_id, vendor)

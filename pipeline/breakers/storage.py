@@ -1,0 +1,236 @@
+"""Breaker state in Redis: one Lua script per transition, one round trip per operation.
+
+Why not `pybreaker.CircuitRedisStorage`: it reads and writes state with separate GET/SET
+calls, so concurrent workers race (several see "open → half-open" and all probe the failing
+vendor), and it spends a GET and a SET on every successful call. Here each decision —
+admit a call, count a failure, count a success, force a state — is one atomic script, and a
+successful call in a healthy closed breaker costs only the admit.
+
+Keys are hash-tagged (`{tenant:vendor}`) so a breaker's hash and its probe leases live in
+one Redis Cluster slot. Probe slots are leases that expire, so a worker that dies holding
+one cannot wedge the breaker half-open forever.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+import weakref
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pybreaker
+import redis
+import structlog
+from redis.commands.core import Script
+
+from pipeline.settings import BreakerConfig
+
+log = structlog.get_logger(__name__)
+
+_LUA_DIR = Path(__file__).parent / "lua"
+
+CLOSED, OPEN, HALF_OPEN = pybreaker.STATE_CLOSED, pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN
+
+_CALL, _PROBE, _REJECT = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """What `admit` decided for one call; handed back when recording its outcome."""
+
+    verdict: int
+    generation: int
+    failures: int = 0
+    retry_in_s: float = 0.0
+    probe_id: str = ""
+    moved_from: str = ""
+    degraded: bool = False  # Redis was unreachable: the call goes through as if closed
+
+    @property
+    def admitted(self) -> bool:
+        return self.verdict != _REJECT
+
+    @property
+    def is_probe(self) -> bool:
+        return self.verdict == _PROBE
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: str
+    moved_from: str = ""
+
+
+_UNCHANGED = Outcome(CLOSED)
+
+
+class RedisBreakerStorage(pybreaker.CircuitBreakerStorage):
+    """One (tenant, vendor) breaker's state in Redis.
+
+    Redis errors never escape: the breaker then behaves as closed and says so in the log
+    (at most once per `outage_log_every_s` per process, so an outage cannot flood the logs).
+    """
+
+    outage_log_every_s = 10.0
+    _last_outage_log = 0.0
+
+    def __init__(self, client: redis.Redis, *, prefix: str, tenant_id: int, vendor: str) -> None:
+        super().__init__("redis-atomic")
+        self._redis = client
+        tag = f"{{{tenant_id}:{vendor}}}"
+        self.key = f"{prefix}:cb:{tag}"
+        self.probes_key = f"{prefix}:cb:{tag}:probes"
+        self._keys = [self.key, self.probes_key]
+        self._scripts = _scripts_for(client)
+
+    # -- the atomic operations -------------------------------------------------------------
+
+    def admit(self, config: BreakerConfig, now: float) -> Ticket:
+        probe_id = uuid.uuid4().hex
+        try:
+            verdict, gen, n, moved_from = self._scripts["admit"](
+                keys=self._keys,
+                args=[
+                    _ms(now),
+                    _ms(config.cool_off_s),
+                    config.half_open_max_calls,
+                    _ms(config.probe_lease_s),
+                    probe_id,
+                ],
+            )
+        except redis.RedisError as exc:
+            self._log_outage("admit", exc)
+            return Ticket(_CALL, -1, degraded=True)
+        verdict = int(verdict)
+        return Ticket(
+            verdict=verdict,
+            generation=int(gen),
+            failures=int(n) if verdict == _CALL else 0,
+            retry_in_s=int(n) / 1000.0 if verdict == _REJECT else 0.0,
+            probe_id=probe_id if verdict == _PROBE else "",
+            moved_from=_text(moved_from),
+        )
+
+    def record_failure(self, ticket: Ticket, config: BreakerConfig, now: float) -> Outcome:
+        if ticket.degraded:
+            return _UNCHANGED
+        args = [_ms(now), ticket.generation, config.error_threshold, int(config.exempt)]
+        return self._run("record_failure", [*args, ticket.probe_id])
+
+    def record_success(self, ticket: Ticket, config: BreakerConfig) -> Outcome:
+        if ticket.degraded or (ticket.verdict == _CALL and ticket.failures == 0):
+            return _UNCHANGED  # the healthy fast path: nothing to write
+        return self._run(
+            "record_success", [ticket.generation, config.success_threshold, ticket.probe_id]
+        )
+
+    def release(self, ticket: Ticket) -> None:
+        """Give back a probe slot whose call ended in a neutral error (429, 4xx)."""
+        if ticket.probe_id and not ticket.degraded:
+            try:
+                self._redis.zrem(self.probes_key, ticket.probe_id)
+            except redis.RedisError as exc:
+                self._log_outage("release", exc)
+
+    def force(self, state: str, now: float) -> str:
+        """Set the state by hand; returns the state before. Raises on Redis errors:
+        an operator must know their reset did not happen."""
+        return _text(self._scripts["force_state"](keys=self._keys, args=[state, _ms(now)]))
+
+    # -- pybreaker's storage contract (reads for introspection) -----------------------------
+
+    def _field(self, name: str) -> bytes | None:
+        try:
+            return self._redis.hget(self.key, name)  # type: ignore[return-value]
+        except redis.RedisError as exc:
+            self._log_outage("read", exc)
+            return None
+
+    @property
+    def state(self) -> str:
+        value = self._field("s")
+        return _text(value) if value else CLOSED
+
+    @state.setter
+    def state(self, state: str) -> None:
+        self.force(state, time.time())
+
+    @property
+    def counter(self) -> int:
+        return int(self._field("f") or 0)
+
+    @property
+    def success_counter(self) -> int:
+        return int(self._field("ok") or 0)
+
+    @property
+    def opened_at(self) -> datetime | None:
+        value = self._field("at")
+        return datetime.fromtimestamp(int(value) / 1000.0, UTC) if value else None
+
+    @opened_at.setter
+    def opened_at(self, when: datetime) -> None:
+        raise NotImplementedError("use force(): state and time are set in one script")
+
+    def increment_counter(self) -> None:
+        raise NotImplementedError("use record_failure(): counting and tripping are one script")
+
+    def reset_counter(self) -> None:
+        raise NotImplementedError("use record_success()")
+
+    def increment_success_counter(self) -> None:
+        raise NotImplementedError("use record_success()")
+
+    def reset_success_counter(self) -> None:
+        raise NotImplementedError("use record_success()")
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _run(self, script: str, args: list[object]) -> Outcome:
+        try:
+            state, moved_from = self._scripts[script](keys=self._keys, args=args)
+        except redis.RedisError as exc:
+            self._log_outage(script, exc)
+            return _UNCHANGED
+        return Outcome(_text(state), _text(moved_from))
+
+    def _log_outage(self, operation: str, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - RedisBreakerStorage._last_outage_log >= self.outage_log_every_s:
+            RedisBreakerStorage._last_outage_log = now
+            log.warning(
+                "breaker.redis_unavailable",
+                operation=operation,
+                key=self.key,
+                error=f"{type(exc).__name__}: {exc}",
+                behaviour="calls go through as if the breaker were closed",
+            )
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
+def _text(value: bytes | str | None) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    return value or ""
+
+
+_SCRIPT_CACHE: weakref.WeakKeyDictionary[redis.Redis, dict[str, Script]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _scripts_for(client: redis.Redis) -> dict[str, Script]:
+    """Register each Lua file once per client (redis-py reloads on NOSCRIPT by itself)."""
+    scripts = _SCRIPT_CACHE.get(client)
+    if scripts is None:
+        scripts = {
+            path.stem: client.register_script(path.read_text())
+            for path in sorted(_LUA_DIR.glob("*.lua"))
+        }
+        _SCRIPT_CACHE[client] = scripts
+    return scripts

@@ -1,0 +1,50 @@
+"""One engine per database URL per process, and a transactional session scope.
+
+Worker processes are forked from the Celery parent; `workers.signals` calls
+`dispose_engines` in each child so no two processes share a pooled socket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from pipeline.settings import get_settings
+
+_engines: dict[str, Engine] = {}
+_sessions: dict[str, sessionmaker[Session]] = {}
+
+
+def engine_for(url: str) -> Engine:
+    engine = _engines.get(url)
+    if engine is None:
+        connect_args = {"check_same_thread": False} if url.startswith("sqlite") else {}
+        engine = _engines[url] = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    return engine
+
+
+@contextmanager
+def session_scope(url: str | None = None) -> Iterator[Session]:
+    """A session that commits on success and rolls back on error."""
+    url = url or get_settings().database_url
+    factory = _sessions.get(url)
+    if factory is None:
+        factory = _sessions[url] = sessionmaker(engine_for(url), expire_on_commit=False)
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def dispose_engines() -> None:
+    """Forget pooled connections inherited across a fork (they belong to the parent)."""
+    for engine in _engines.values():
+        engine.dispose(close=False)

@@ -1,0 +1,131 @@
+"""The run tables, as SQLAlchemy 2.0 models. The schema itself is made by Alembic.
+
+We use general `runs` / `run_items` tables with a `kind` column rather than the spec's
+`enrichment_runs` / `company_enrichment_runs`: CRM sync and ERP export runs have the same
+shape (a run of items, each with a status and degradation reasons), and one pair of
+tables lets the dead-letter queue, replay and the API treat every job kind alike.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class RunKind(StrEnum):
+    ENRICHMENT = "enrichment"
+    CRM_SYNC = "crm_sync"
+    EXPORT = "export"
+
+
+class RunStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    DEGRADED = "degraded"
+    FAILED = "failed"
+
+
+class ItemStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    DEGRADED = "degraded"
+    FAILED = "failed"
+    DEAD = "dead"
+
+
+class Run(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.PENDING)
+    degraded: Mapped[bool] = mapped_column(Boolean, default=False)
+    degraded_reasons: Mapped[str] = mapped_column(Text, default="")
+    correlation_id: Mapped[str | None] = mapped_column(String(64))
+    items_total: Mapped[int] = mapped_column(Integer, default=0)
+    items_succeeded: Mapped[int] = mapped_column(Integer, default=0)
+    items_degraded: Mapped[int] = mapped_column(Integer, default=0)
+    items_failed: Mapped[int] = mapped_column(Integer, default=0)
+    items_dead: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RunItem(Base):
+    __tablename__ = "run_items"
+    __table_args__ = (UniqueConstraint("run_id", "item_key", name="uq_run_items_run_key"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("runs.id", ondelete="CASCADE"), index=True
+    )
+    item_key: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default=ItemStatus.PENDING)
+    degraded_reasons: Mapped[str] = mapped_column(Text, default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error_code: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class VendorCall(Base):
+    """One row per vendor call: calls, errors and latency percentiles are queries over it."""
+
+    __tablename__ = "vendor_calls"
+    __table_args__ = (Index("ix_vendor_calls_run_vendor", "run_id", "vendor"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("runs.id", ondelete="CASCADE")
+    )
+    tenant_id: Mapped[int] = mapped_column(BigInteger)
+    vendor: Mapped[str] = mapped_column(String(64))
+    ok: Mapped[bool] = mapped_column(Boolean)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    latency_ms: Mapped[float] = mapped_column(Float)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class BreakerEvent(Base):
+    __tablename__ = "breaker_events"
+    __table_args__ = (Index("ix_breaker_events_tenant_vendor_at", "tenant_id", "vendor", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(BigInteger)
+    vendor: Mapped[str] = mapped_column(String(64))
+    from_state: Mapped[str] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

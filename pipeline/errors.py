@@ -1,0 +1,229 @@
+"""Every error the product raises, the one vendor-error classifier, and the one error body.
+
+Each class carries a stable `code` (what run items, dead letters, metrics and the API show)
+and two facts the resilience layer reads instead of branching on types:
+`retryable` (does the retry policy try again?) and `counts_as_failure` (does the circuit
+breaker count it?). Messages never include URLs' query strings or bodies, where vendors
+put API keys.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import pybreaker
+import requests
+
+
+class PipelineError(Exception):
+    """Root of every error this product raises on purpose."""
+
+    code = "PIPELINE_ERROR"
+    http_status = 500
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+
+class SettingsError(PipelineError):
+    """A setting is missing or malformed; raised at start-up, naming the variable."""
+
+    code = "SETTINGS_INVALID"
+
+
+class VendorError(PipelineError):
+    """A call to a third-party vendor failed."""
+
+    code = "VENDOR_ERROR"
+    http_status = 502
+    retryable = False
+    counts_as_failure = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        vendor: str = "",
+        status_code: int | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, details=details)
+        self.vendor = vendor
+        self.status_code = status_code
+
+
+class VendorAuthError(VendorError):
+    """401/403: the credentials were refused. Retrying with the same ones cannot help."""
+
+    code = "AUTH_FAILED"
+    counts_as_failure = False
+
+
+class VendorRateLimitError(VendorError):
+    """429: the vendor asked us to slow down; wait at least `retry_after_s`."""
+
+    code = "RATE_LIMITED"
+    http_status = 429
+    retryable = True
+    counts_as_failure = False
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after_s = retry_after_s
+
+
+class VendorServerError(VendorError):
+    """5xx: the vendor is failing; worth another try later."""
+
+    code = "SERVER_ERROR"
+    retryable = True
+
+
+class VendorTimeoutError(VendorError):
+    """The vendor did not answer within the configured timeout."""
+
+    code = "TIMEOUT"
+    http_status = 504
+    retryable = True
+
+
+class VendorConnectionError(VendorTimeoutError):
+    """The vendor could not be reached at all (refused, reset, DNS)."""
+
+    code = "CONNECTION_FAILED"
+    http_status = 502
+
+
+class VendorClientError(VendorError):
+    """Any other 4xx: our request was wrong. Never retried, never a breaker failure."""
+
+    code = "CLIENT_ERROR"
+    http_status = 422
+    counts_as_failure = False
+
+
+class CircuitOpenError(VendorError, pybreaker.CircuitBreakerError):
+    """The tenant's breaker for this vendor is open: no call was made."""
+
+    code = "CIRCUIT_OPEN"
+    http_status = 503
+    counts_as_failure = False
+
+
+class RetriesExhaustedError(VendorError):
+    """The retry policy gave up; `last_error` is what the final attempt met."""
+
+    code = "RETRIES_EXHAUSTED"
+
+    def __init__(self, message: str, *, last_error: VendorError, attempts: int) -> None:
+        super().__init__(
+            message,
+            vendor=last_error.vendor,
+            status_code=last_error.status_code,
+            details={"last_error_code": last_error.code, "attempts": attempts},
+        )
+        self.last_error = last_error
+        self.attempts = attempts
+
+
+def _where(request: requests.PreparedRequest | None) -> str:
+    if request is None or request.url is None:
+        return ""
+    return f" on {request.method} {urlsplit(request.url).path}"
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def classify(outcome: requests.Response | BaseException, vendor: str = "") -> VendorError | None:
+    """Turn a `requests` response or exception into the matching `VendorError`.
+
+    Returns None for a response that is not an error (status < 400).
+    """
+    if isinstance(outcome, VendorError):
+        return outcome
+    if isinstance(outcome, requests.Response):
+        status = outcome.status_code
+        if status < 400:
+            return None
+        message = f"{vendor or 'vendor'} answered {status}{_where(outcome.request)}"
+        kw: dict[str, Any] = {"vendor": vendor, "status_code": status}
+        if status == 429:
+            retry_after = parse_retry_after(outcome.headers.get("Retry-After"))
+            return VendorRateLimitError(message, retry_after_s=retry_after, **kw)
+        if status in (401, 403):
+            return VendorAuthError(message, **kw)
+        if status < 500:
+            return VendorClientError(message, **kw)
+        return VendorServerError(message, **kw)
+    name = vendor or "vendor"
+    if isinstance(outcome, requests.Timeout):
+        return VendorTimeoutError(f"{name} timed out{_where(outcome.request)}", vendor=vendor)
+    if isinstance(outcome, requests.ConnectionError):
+        return VendorConnectionError(f"{name} unreachable{_where(outcome.request)}", vendor=vendor)
+    if isinstance(outcome, requests.RequestException):
+        return VendorConnectionError(
+            f"{name} request failed ({type(outcome).__name__}){_where(outcome.request)}",
+            vendor=vendor,
+        )
+    return None
+
+
+def raise_for_vendor(response: requests.Response, vendor: str) -> requests.Response:
+    """Return `response` if it is not an error, else raise its classified `VendorError`."""
+    error = classify(response, vendor)
+    if error is not None:
+        raise error
+    return response
+
+
+def error_body(
+    *,
+    status_code: int,
+    message: str,
+    error_code: str,
+    details: dict[str, Any] | None = None,
+    correlation_id: str | None = None,
+    timestamp: datetime | None = None,
+) -> dict[str, Any]:
+    """The standardized error body every API error uses."""
+    return {
+        "error": True,
+        "status_code": status_code,
+        "message": message,
+        "details": details or {},
+        "error_code": error_code,
+        "correlation_id": correlation_id or str(uuid.uuid4()),
+        "timestamp": (timestamp or datetime.now(UTC)).isoformat(),
+    }
+
+
+def error_body_for(exc: PipelineError, *, correlation_id: str | None = None) -> dict[str, Any]:
+    return error_body(
+        status_code=exc.http_status,
+        message=exc.message,
+        error_code=exc.code,
+        details=exc.details,
+        correlation_id=correlation_id,
+    )

@@ -1,0 +1,1 @@
+"""Resilience policies that are values built once from settings: retry (and later bulkhead)."""

@@ -1,0 +1,128 @@
+"""The one retry policy: capped exponential backoff with full jitter, per error class.
+
+Delay before retry n (n = number of attempts made so far) is uniform in
+[0, min(max_delay, base * 2**(n-1))]; a rate limit waits at least its Retry-After.
+Whether an error is retried at all is the error's own `retryable` flag (see
+`pipeline.errors`): server errors and timeouts yes; client, auth and circuit-open errors no.
+
+The same object drives in-process retries (`policy.retrying()`, a tenacity `Retrying`) and
+Celery task retries (`ResilientTask` asks `delay_for` and passes the float as countdown,
+keeping millisecond precision that Celery's own integer backoff loses).
+
+Randomness is injectable: pass `rng`, or a `seed` — then the jitter for one `key` (a task id)
+and attempt is the same in every process, so a retried task's countdowns are reproducible.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import tenacity
+
+from pipeline.errors import RetriesExhaustedError, VendorError, VendorRateLimitError
+from pipeline.settings import Settings
+
+T = TypeVar("T")
+
+
+class RetryPolicy:
+    def __init__(
+        self,
+        *,
+        max_attempts: int,
+        base_delay_ms: int,
+        max_delay_ms: int,
+        retry_after_cap_s: float,
+        seed: int | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.max_attempts = max_attempts
+        self.base_delay_s = base_delay_ms / 1000.0
+        self.max_delay_s = max_delay_ms / 1000.0
+        self.retry_after_cap_s = retry_after_cap_s
+        self.seed = seed
+        self._rng = rng or random.SystemRandom()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kw: Any) -> RetryPolicy:
+        return cls(
+            max_attempts=settings.retry_max_attempts,
+            base_delay_ms=settings.retry_base_delay_ms,
+            max_delay_ms=settings.retry_max_delay_ms,
+            retry_after_cap_s=settings.retry_after_cap_s,
+            seed=settings.retry_jitter_seed,
+            **kw,
+        )
+
+    def backoff_cap_s(self, attempt: int) -> float:
+        """Upper bound of the jittered delay after `attempt` attempts."""
+        return min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
+
+    def will_retry(self, attempt: int, error: BaseException) -> bool:
+        if attempt >= self.max_attempts or not getattr(error, "retryable", False):
+            return False
+        retry_after = getattr(error, "retry_after_s", None)
+        # Waiting longer than the cap would outlive the broker's visibility timeout.
+        return retry_after is None or retry_after <= self.retry_after_cap_s
+
+    def delay_for(self, attempt: int, error: BaseException, *, key: str = "") -> float | None:
+        """Seconds to wait before the next attempt, or None when the error is final."""
+        if not self.will_retry(attempt, error):
+            return None
+        rng = random.Random(f"{self.seed}:{key}:{attempt}") if self.seed is not None else self._rng
+        delay = rng.uniform(0.0, self.backoff_cap_s(attempt))
+        if isinstance(error, VendorRateLimitError) and error.retry_after_s is not None:
+            delay = max(delay, error.retry_after_s)
+        return round(delay, 3)
+
+    def retrying(self, *, sleep: Callable[[float], None] = time.sleep, key: str = "") -> Any:
+        """A tenacity `Retrying` that follows this policy (re-raises the last error)."""
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            error = state.outcome.exception() if state.outcome else None
+            if error is None:
+                return 0.0
+            return self.delay_for(state.attempt_number, error, key=key) or 0.0
+
+        def retry(state: tenacity.RetryCallState) -> bool:
+            error = state.outcome.exception() if state.outcome else None
+            return error is not None and self.will_retry(state.attempt_number, error)
+
+        return tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.max_attempts),
+            wait=wait,
+            retry=retry,
+            sleep=sleep,
+            reraise=True,
+        )
+
+    def call(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        sleep: Callable[[float], None] = time.sleep,
+        key: str = "",
+        **kwargs: Any,
+    ) -> T:
+        """Run `fn` under the policy; a retryable error that outlasts it becomes
+        `RetriesExhaustedError` (other errors propagate unchanged)."""
+        attempts = 0
+
+        def attempt() -> T:
+            nonlocal attempts
+            attempts += 1
+            return fn(*args, **kwargs)
+
+        try:
+            return self.retrying(sleep=sleep, key=key)(attempt)  # type: ignore[no-any-return]
+        except VendorError as exc:
+            if not exc.retryable:
+                raise
+            raise RetriesExhaustedError(
+                f"gave up on {exc.vendor or 'vendor'} after {attempts} attempts: {exc.message}",
+                last_error=exc,
+                attempts=attempts,
+            ) from exc

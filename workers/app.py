@@ -1,0 +1,70 @@
+"""The Celery application: `celery -A workers.app worker`.
+
+Queues: `critical` (CRM sync), `default` (enrichment), `export` (ERP export). Tasks are acked
+late and re-queued if their worker dies, one message is prefetched at a time, and the
+broker's visibility timeout is checked (by settings) to outlast the longest retry countdown:
+an ETA message held past it would be redelivered and run twice.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from pipeline.errors import SettingsError
+from pipeline.settings import Settings, get_settings
+
+QUEUES = ("critical", "default", "export")
+ROUTES = {
+    "tasks.crm_sync.*": {"queue": "critical"},
+    "tasks.enrichment.*": {"queue": "default"},
+    "tasks.export.*": {"queue": "export"},
+}
+# Job modules the worker imports; each is added when its job is built.
+TASK_MODULES: tuple[str, ...] = ()
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    transport = {"visibility_timeout": settings.broker_visibility_timeout_s}
+    return {
+        "broker_url": settings.broker_url,
+        "result_backend": settings.result_backend,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": transport,
+        "broker_connection_retry_on_startup": True,
+        "task_queues": [Queue(name) for name in QUEUES],
+        "task_default_queue": "default",
+        "task_routes": ROUTES,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_time_limit": settings.task_time_limit_s,
+        "task_soft_time_limit": max(1, settings.task_time_limit_s - 10),
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_expires": 24 * 3600,
+        "task_track_started": True,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+        "imports": TASK_MODULES,
+    }
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    app = Celery("pipeline")
+    app.config_from_object(celery_config(settings or get_settings()))
+    return app
+
+
+try:
+    app = create_app()
+except SettingsError as exc:  # a bad environment: say which variable, not a traceback
+    print(f"pipeline worker: {exc}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+import workers.signals  # noqa: E402,F401  (hooks logging, correlation ids, fork safety)

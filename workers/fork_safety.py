@@ -1,0 +1,16 @@
+"""Prefork children inherit the parent's pooled sockets; each child must open its own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery.signals import worker_process_init
+
+from pipeline.breakers import configure_breakers
+from pipeline.db.engine import dispose_engines
+
+
+@worker_process_init.connect
+def _fresh_connections(**_: Any) -> None:
+    dispose_engines()
+    configure_breakers(None)
