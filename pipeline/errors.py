@@ -118,23 +118,31 @@ class CircuitOpenError(VendorError, pybreaker.CircuitBreakerError):
 
 
 class RetriesExhaustedError(VendorError):
-    """The retry policy gave up; `last_error` is what the final attempt met."""
+    """The retry policy gave up; `last_error` is what the final attempt met.
+
+    Built from a message alone too: Celery rebuilds stored exceptions from their args.
+    """
 
     code = "RETRIES_EXHAUSTED"
 
-    def __init__(self, message: str, *, last_error: VendorError, attempts: int) -> None:
+    def __init__(
+        self, message: str, *, last_error: VendorError | None = None, attempts: int = 0
+    ) -> None:
+        details: dict[str, Any] = {"attempts": attempts}
+        if last_error is not None:
+            details["last_error_code"] = last_error.code
         super().__init__(
             message,
-            vendor=last_error.vendor,
-            status_code=last_error.status_code,
-            details={"last_error_code": last_error.code, "attempts": attempts},
+            vendor=last_error.vendor if last_error else "",
+            status_code=last_error.status_code if last_error else None,
+            details=details,
         )
         self.last_error = last_error
         self.attempts = attempts
 
 
-def _where(request: requests.PreparedRequest | None) -> str:
-    if request is None or request.url is None:
+def _where(request: requests.Request | requests.PreparedRequest | None) -> str:
+    if request is None or not request.url:
         return ""
     return f" on {request.method} {urlsplit(request.url).path}"
 
@@ -152,6 +160,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:  # asctime form carries no zone; HTTP dates are always GMT
+        when = when.replace(tzinfo=UTC)
     current = time.time() if now is None else now
     return max(0.0, when.timestamp() - current)
 

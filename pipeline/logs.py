@@ -13,7 +13,7 @@ import sys
 
 import structlog
 
-_shared = [
+_shared: list[structlog.typing.Processor] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,

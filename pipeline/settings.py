@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as EnvParseError
 
 from pipeline.errors import SettingsError
 
@@ -140,6 +141,9 @@ def load_settings(**overrides: Any) -> Settings:
             shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
             problems.append(f"{name}: {err['msg']}{shown}")
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+    except EnvParseError as exc:  # e.g. a JSON-valued variable that is not JSON
+        field = str(exc).split('"')[1] if '"' in str(exc) else "settings"
+        raise SettingsError(f"invalid settings: {field.upper()}: not valid JSON") from None
 
 
 @lru_cache(maxsize=1)

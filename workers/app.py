@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from pipeline.errors import SettingsError
 from pipeline.settings import Settings, get_settings
@@ -35,8 +35,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_transport_options": transport,
         "result_backend_transport_options": transport,
         "broker_connection_retry_on_startup": True,
-        "task_queues": [Queue(name) for name in QUEUES],
+        "task_queues": [Queue(name, Exchange(name), routing_key=name) for name in QUEUES],
         "task_default_queue": "default",
+        "task_default_exchange": "default",
+        "task_default_routing_key": "default",
         "task_routes": ROUTES,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,

@@ -33,7 +33,7 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 
-class ResilientTask(celery.Task):  # type: ignore[misc]
+class ResilientTask(celery.Task):
     abstract = True
     autoretry_for = (VendorError,)
     acks_late = True
@@ -46,7 +46,7 @@ class ResilientTask(celery.Task):  # type: ignore[misc]
             ResilientTask._policy = RetryPolicy.from_settings(get_settings())
         return ResilientTask._policy
 
-    def retry(  # type: ignore[override]
+    def retry(
         self,
         args: Any = None,
         kwargs: Any = None,

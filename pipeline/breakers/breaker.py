@@ -92,10 +92,14 @@ class DistributedCircuitBreaker(pybreaker.CircuitBreaker):
 
     # -- state -------------------------------------------------------------------------------
 
-    @property  # type: ignore[override]
-    def state(self) -> pybreaker.CircuitBreakerState:
+    @property
+    def state(self) -> pybreaker.CBStateType:
         """The state as storage has it now (no caching: another process may have moved it)."""
         return self._create_new_state(self.current_state)
+
+    @state.setter
+    def state(self, state: str) -> None:
+        self._force(state)
 
     @property
     def fail_counter(self) -> int:

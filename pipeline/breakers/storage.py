@@ -188,7 +188,7 @@ class RedisBreakerStorage(pybreaker.CircuitBreakerStorage):
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _run(self, script: str, args: list[object]) -> Outcome:
+    def _run(self, script: str, args: list[str | int]) -> Outcome:
         try:
             state, moved_from = self._scripts[script](keys=self._keys, args=args)
         except redis.RedisError as exc:

@@ -117,7 +117,7 @@ class RetryPolicy:
             return fn(*args, **kwargs)
 
         try:
-            return self.retrying(sleep=sleep, key=key)(attempt)  # type: ignore[no-any-return]
+            return self.retrying(sleep=sleep, key=key)(attempt)
         except VendorError as exc:
             if not exc.retryable:
                 raise

@@ -80,13 +80,16 @@ def integration_env() -> Iterator[dict[str, str]]:
 
 @pytest.fixture(scope="session")
 def celery_app(integration_env: dict[str, str]) -> Any:
-    from tests.integration.celery_app import app
+    """A client app built from the test settings (any app made at import time is not)."""
+    from workers.app import create_app
 
-    return app
+    return create_app()
 
 
 @pytest.fixture(scope="session")
-def worker(integration_env: dict[str, str], celery_app: Any, tmp_path_factory: Any) -> Iterator[Worker]:
+def worker(
+    integration_env: dict[str, str], celery_app: Any, tmp_path_factory: Any
+) -> Iterator[Worker]:
     proc = Worker(integration_env, tmp_path_factory.mktemp("worker") / "worker.log")
     try:
         proc.wait_ready(celery_app)

@@ -29,7 +29,12 @@ T0 = 1_800_000_000.0  # an injected "now"; cool-off is measured against it, neve
 
 
 def make_breaker(
-    tenant: int, vendor: str, *, now: float = T0, client: redis.Redis | None = None, **overrides: Any
+    tenant: int,
+    vendor: str,
+    *,
+    now: float = T0,
+    client: redis.Redis | None = None,
+    **overrides: Any,
 ) -> DistributedCircuitBreaker:
     settings = load_settings(**overrides)
     client = client or redis.Redis.from_url(settings.redis_url)
@@ -150,7 +155,10 @@ def test_exempt_vendors_never_open(tenant: int) -> None:
 
 def test_per_vendor_override_changes_the_threshold(tenant: int) -> None:
     overrides = {"cb_vendor_overrides": {"crm": {"error_threshold": 5}}}
-    crm, crawler = make_breaker(tenant, "crm", **overrides), make_breaker(tenant, "crawler", **overrides)
+    crm, crawler = (
+        make_breaker(tenant, "crm", **overrides),
+        make_breaker(tenant, "crawler", **overrides),
+    )
     for _ in range(4):
         for breaker in (crm, crawler):
             with pytest.raises((VendorServerError, CircuitOpenError)):
@@ -203,8 +211,9 @@ def test_failed_probe_reopens_and_closing_needs_the_success_threshold(tenant: in
 
 def _probe_when_half_open(tenant: int, max_calls: int, barrier: Any, release_key: str) -> str:
     settings = get_settings()
-    breaker = make_breaker(tenant, "crm", now=T0 + settings.cb_cool_off_s + 1,
-                           cb_half_open_max_calls=max_calls)
+    breaker = make_breaker(
+        tenant, "crm", now=T0 + settings.cb_cool_off_s + 1, cb_half_open_max_calls=max_calls
+    )
     client = redis.Redis.from_url(settings.redis_url)
 
     def slow_vendor_call() -> str:
@@ -286,7 +295,9 @@ def test_a_probe_slot_held_by_a_dead_worker_expires(tenant: int) -> None:
     with pytest.raises(CircuitOpenError):
         make_breaker(tenant, "crm", now=after + 1).call(lambda: None)
     lease = settings.cb_probe_lease_s
-    assert make_breaker(tenant, "crm", now=after + lease + 1).call(lambda: "new probe") == "new probe"
+    assert (
+        make_breaker(tenant, "crm", now=after + lease + 1).call(lambda: "new probe") == "new probe"
+    )
 
 
 class CountingConnection(redis.Connection):

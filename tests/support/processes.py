@@ -15,8 +15,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 
 
-def wait_until(check: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.05,
-               what: str = "condition") -> Any:
+def wait_until(
+    check: Callable[[], Any],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> Any:
     """Poll `check` until it returns something truthy; fail loudly at the deadline."""
     deadline = time.monotonic() + timeout
     while True:
@@ -37,18 +42,38 @@ def free_port() -> int:
 class Worker:
     """A real `celery worker` process (prefork pool) on the test app."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, *, concurrency: int = 2,
-                 name: str = "test") -> None:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, *, concurrency: int = 2, name: str = "test"
+    ) -> None:
         self.name = f"{name}-{os.getpid()}@localhost"
         self.log_path = log_path
         self._log = open(log_path, "w")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tests.integration.celery_app", "worker",
-             "--pool", "prefork", "--concurrency", str(concurrency),
-             "--queues", "critical,default,export", "--hostname", self.name,
-             "--without-mingle", "--without-gossip", "--loglevel", "INFO"],
-            cwd=REPO, env={**os.environ, **env, "PYTHONPATH": str(REPO)},
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "tests.integration.celery_app",
+                "worker",
+                "--pool",
+                "prefork",
+                "--concurrency",
+                str(concurrency),
+                "--queues",
+                "critical,default,export",
+                "--hostname",
+                self.name,
+                "--without-mingle",
+                "--without-gossip",
+                "--loglevel",
+                "INFO",
+            ],
+            cwd=REPO,
+            env={**os.environ, **env, "PYTHONPATH": str(REPO)},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def wait_ready(self, app: Any, timeout: float = 45.0) -> None:
@@ -81,9 +106,19 @@ class PrivateRedis:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         import redis
 

@@ -24,7 +24,7 @@ class VendorStub:
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 name = self.path.strip("/").split("?")[0].split("/")[-1]
                 answer = stub._next(name)
                 if answer.get("delay"):
