@@ -286,6 +286,10 @@ def run(args: argparse.Namespace) -> None:
         f"stock={trips['stock'].round_trips:.2f}"
     )
     print(
+        "flatness with Redis drift between the two phases taken out: "
+        f"(ours_60k/ping_60k)/(ours/ping)={(ours_full / ping_full) / (ours_us / ping):.2f}"
+    )
+    print(
         f"keys={keys} ours_60k/ping={ours_full / ping_full:.2f} "
         f"ours_60k/ours_empty={ours_full / ours_us:.2f}"
     )
