@@ -9,8 +9,8 @@ and against the same Redis and the same `redis.Redis` client:
 2. the same through stock `pybreaker.CircuitBreaker` with `CircuitRedisStorage`;
 3. a raw Redis `PING`, the floor any Redis-backed breaker is judged against;
 4. our breaker again with 60,000 breaker hashes in Redis (10,000 tenants x 6 vendors, as in
-   production), calls spread over 1,000 breakers of different tenants, to show that the
-   cost does not grow with the number of breakers.
+   production), calls spread over 1,000 breakers of different tenants, to check that the
+   cost stays flat as breakers multiply.
 
 Methods are timed in interleaved rounds (the order rotates each round) and each figure is
 the median of the round means, so drift on a small, noisy machine hits all methods alike.

@@ -4,7 +4,7 @@ Why not `pybreaker.CircuitRedisStorage`: it reads and writes state with separate
 calls, so concurrent workers race (several see "open → half-open" and all probe the failing
 vendor), and it spends a GET and a SET on every successful call. Here each decision —
 admit a call, count a failure, count a success, force a state — is one atomic script, and a
-successful call in a healthy closed breaker costs only the admit.
+successful call in a healthy closed breaker costs only the admit, a plain HMGET.
 
 Keys are hash-tagged (`{tenant:vendor}`) so a breaker's hash and its probe leases live in
 one Redis Cluster slot. Probe slots are leases that expire, so a worker that dies holding
@@ -36,7 +36,7 @@ CLOSED, OPEN, HALF_OPEN = pybreaker.STATE_CLOSED, pybreaker.STATE_OPEN, pybreake
 _CALL, _PROBE, _REJECT = 0, 1, 2
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Ticket:
     """What `admit` decided for one call; handed back when recording its outcome."""
 
@@ -57,13 +57,16 @@ class Ticket:
         return self.verdict == _PROBE
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Outcome:
     state: str
     moved_from: str = ""
 
 
 _UNCHANGED = Outcome(CLOSED)
+
+
+_DEGRADED = Ticket(_CALL, -1, degraded=True)
 
 
 class RedisBreakerStorage(pybreaker.CircuitBreakerStorage):
@@ -83,17 +86,40 @@ class RedisBreakerStorage(pybreaker.CircuitBreakerStorage):
         self.key = f"{prefix}:cb:{tag}"
         self.probes_key = f"{prefix}:cb:{tag}:probes"
         self._keys = [self.key, self.probes_key]
+        self._admit_read = ("HMGET", self.key, "s", "f", "at", "g")
         self._scripts = _scripts_for(client)
 
     # -- the atomic operations -------------------------------------------------------------
 
     def admit(self, config: BreakerConfig, now: float) -> Ticket:
+        """Decide whether one call may go to the vendor.
+
+        The common answers — closed, or open and still cooling off — need no write, so they
+        come from one plain HMGET (atomic on its own). Only when a write may be due (the
+        open → half-open move, taking a probe lease) does the admit script run.
+        """
+        try:
+            state, failures, opened_at, gen = self._redis.execute_command(*self._admit_read)
+        except redis.RedisError as exc:
+            self._log_outage("admit", exc)
+            return _DEGRADED
+        state = _text(state) or CLOSED
+        if state == CLOSED:
+            return Ticket(_CALL, int(gen or 0), failures=int(failures or 0))
+        now_ms = _ms(now)
+        if state == OPEN:
+            reopen_at = int(opened_at or 0) + _ms(config.cool_off_s)
+            if now_ms < reopen_at:
+                return Ticket(_REJECT, int(gen or 0), retry_in_s=(reopen_at - now_ms) / 1000.0)
+        return self._admit_by_script(config, now_ms)
+
+    def _admit_by_script(self, config: BreakerConfig, now_ms: int) -> Ticket:
         probe_id = uuid.uuid4().hex
         try:
             verdict, gen, n, moved_from = self._scripts["admit"](
                 keys=self._keys,
                 args=[
-                    _ms(now),
+                    now_ms,
                     _ms(config.cool_off_s),
                     config.half_open_max_calls,
                     _ms(config.probe_lease_s),
@@ -102,7 +128,7 @@ class RedisBreakerStorage(pybreaker.CircuitBreakerStorage):
             )
         except redis.RedisError as exc:
             self._log_outage("admit", exc)
-            return Ticket(_CALL, -1, degraded=True)
+            return _DEGRADED
         verdict = int(verdict)
         return Ticket(
             verdict=verdict,
