@@ -109,6 +109,16 @@ class VendorClientError(VendorError):
     counts_as_failure = False
 
 
+class BulkheadFullError(VendorError):
+    """Every slot for this vendor is busy: try later. No call was made, so the breaker
+    does not count it."""
+
+    code = "BULKHEAD_FULL"
+    http_status = 503
+    retryable = True
+    counts_as_failure = False
+
+
 class CircuitOpenError(VendorError, pybreaker.CircuitBreakerError):
     """The tenant's breaker for this vendor is open: no call was made."""
 
@@ -166,13 +176,18 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when.timestamp() - current)
 
 
-def classify(outcome: requests.Response | BaseException, vendor: str = "") -> VendorError | None:
+def classify(
+    outcome: requests.Response | BaseException, vendor: str = "", *, now: float | None = None
+) -> VendorError | None:
     """Turn a `requests` response or exception into the matching `VendorError`.
 
-    Returns None for a response that is not an error (status < 400).
+    Returns None for a response that is not an error (status < 400). `now` (epoch seconds)
+    dates a Retry-After given as an HTTP date; default: the current time.
     """
     if isinstance(outcome, VendorError):
         return outcome
+    if isinstance(outcome, requests.HTTPError) and outcome.response is not None:
+        outcome = outcome.response  # raise_for_status(): judge the response, not the raise
     if isinstance(outcome, requests.Response):
         status = outcome.status_code
         if status < 400:
@@ -180,7 +195,7 @@ def classify(outcome: requests.Response | BaseException, vendor: str = "") -> Ve
         message = f"{vendor or 'vendor'} answered {status}{_where(outcome.request)}"
         kw: dict[str, Any] = {"vendor": vendor, "status_code": status}
         if status == 429:
-            retry_after = parse_retry_after(outcome.headers.get("Retry-After"))
+            retry_after = parse_retry_after(outcome.headers.get("Retry-After"), now=now)
             return VendorRateLimitError(message, retry_after_s=retry_after, **kw)
         if status in (401, 403):
             return VendorAuthError(message, **kw)

@@ -1,8 +1,8 @@
 """The one way this product opens a Redis connection for its own state (not the broker's).
 
-Timeouts are short and redis-py's retry is cut to a single immediate one: when Redis is
-down, breaker and bulkhead code must find out in milliseconds and fall back, not stall a
-task for seconds inside redis-py's default exponential retry.
+Timeouts are short and redis-py's own retries are off: a retried script could run twice
+(a failure counted twice), and a Redis that is down must cost one short timeout before the
+caller falls back — not seconds inside redis-py's default exponential retry.
 """
 
 from __future__ import annotations
@@ -13,13 +13,16 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from pipeline.settings import get_settings
+
 
 @lru_cache(maxsize=8)
-def redis_for(url: str, socket_timeout_s: float = 0.5) -> redis.Redis:
+def redis_for(url: str) -> redis.Redis:
+    timeout = get_settings().redis_socket_timeout_s
     return redis.Redis.from_url(
         url,
-        socket_timeout=socket_timeout_s,
-        socket_connect_timeout=socket_timeout_s,
-        retry=Retry(NoBackoff(), 1),
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
         health_check_interval=30,
     )

@@ -1,8 +1,8 @@
 """Recording runs, their items, and vendor calls: the one place that writes the run tables.
 
-Every write here is safe to repeat, because tasks are acked late and may run twice:
-counters are single UPDATE statements (`attempts = attempts + 1`), item outcomes overwrite,
-and a run's counts are recomputed from its items rather than incremented.
+Item writes are safe to repeat, because tasks are acked late and may run twice: an attempt
+number is set from Celery's retry count (not incremented), item outcomes overwrite, and a
+run's counts are recomputed from its items rather than incremented.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 
 from pipeline.db.engine import session_scope
 from pipeline.db.models import ItemStatus, Run, RunItem, RunKind, RunStatus, VendorCall, utcnow
@@ -51,13 +51,20 @@ def item_ids(run_id: uuid.UUID) -> dict[str, int]:
         return {key: item_id for key, item_id in rows}
 
 
-def start_attempt(item_id: int) -> None:
-    """Count one more attempt at an item and mark it running."""
+def record_attempt(item_id: int, attempt: int) -> None:
+    """Note that attempt number `attempt` at an item has started (repeating it is harmless)."""
     with session_scope() as session:
         session.execute(
             update(RunItem)
             .where(RunItem.id == item_id)
-            .values(attempts=RunItem.attempts + 1, status=ItemStatus.RUNNING, updated_at=utcnow())
+            .values(
+                attempts=case((RunItem.attempts < attempt, attempt), else_=RunItem.attempts),
+                status=case(
+                    (RunItem.status == ItemStatus.PENDING, ItemStatus.RUNNING),
+                    else_=RunItem.status,
+                ),
+                updated_at=utcnow(),
+            )
         )
 
 

@@ -9,9 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as EnvParseError
 
@@ -81,15 +90,45 @@ class Settings(BaseSettings):
     enable_lusha_fallback: bool = False
     odoo_export_set_defaults: bool = True
 
+    # Vendors: where they are, our keys for them, and how many calls may be in flight
+    vendor_base_url: str = "http://127.0.0.1:8700"
+    vendor_urls: dict[str, str] = Field(default_factory=dict)
+    vendor_api_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    bulkhead_default_limit: int = Field(default=16, ge=1)
+    bulkhead_limits: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+    bulkhead_wait_ms: int = Field(default=500, ge=0)
+
     # Logging
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_json: bool = True
 
     @field_validator("cb_global_exempt_vendors", mode="before")
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
         if isinstance(value, str):
+            if any(ch in value for ch in '[]"{}'):
+                raise ValueError("expected comma-separated vendor names, e.g. crm,lusha")
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("broker_url", "result_backend", "redis_url")
+    @classmethod
+    def _redis_like_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in _BROKER_SCHEMES:
+            raise ValueError(f"expected a URL with scheme {'/'.join(sorted(_BROKER_SCHEMES))}")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if scheme not in ("sqlite", "postgresql", "postgresql+psycopg2"):
+            raise ValueError("expected sqlite:///path or postgresql+psycopg2://user@host/db")
         return value
 
     @model_validator(mode="after")
@@ -98,6 +137,13 @@ class Settings(BaseSettings):
             raise ValueError("RETRY_MAX_DELAY_MS must be >= RETRY_BASE_DELAY_MS")
         # A late-acked task held as an ETA message past the visibility timeout is
         # redelivered and runs twice; the longest countdown plus a full run must fit.
+        longest_call = self.http_connect_timeout_s + self.http_read_timeout_s
+        if self.cb_probe_lease_s <= longest_call:
+            raise ValueError(
+                f"CB_PROBE_LEASE_S={self.cb_probe_lease_s} must exceed HTTP_CONNECT_TIMEOUT_S + "
+                f"HTTP_READ_TIMEOUT_S ({longest_call:.0f}s), or a slow probe's lease expires "
+                "while it runs and a second probe goes through"
+            )
         longest = self.max_retry_countdown_s + self.task_time_limit_s
         if self.broker_visibility_timeout_s <= longest:
             raise ValueError(
@@ -108,9 +154,29 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def embedded(self) -> bool:
+        """State in this process's memory instead of Redis (single-process demo mode)."""
+        return self.redis_url.startswith("memory://")
+
+    @property
     def max_retry_countdown_s(self) -> float:
         """The longest countdown the retry policy can hand to Celery."""
         return max(self.retry_max_delay_ms / 1000.0, self.retry_after_cap_s)
+
+    def vendor_url(self, vendor: str) -> str:
+        return self.vendor_urls.get(vendor) or f"{self.vendor_base_url.rstrip('/')}/{vendor}"
+
+    def vendor_api_key(self, vendor: str) -> str:
+        key = self.vendor_api_keys.get(vendor)
+        return key.get_secret_value() if key else ""
+
+    def bulkhead_limit(self, vendor: str) -> int:
+        return self.bulkhead_limits.get(vendor, self.bulkhead_default_limit)
+
+    @property
+    def bulkhead_slot_ttl_s(self) -> float:
+        """A slot outlives the longest call it guards; a dead worker's slot then frees itself."""
+        return self.http_connect_timeout_s + self.http_read_timeout_s + 5.0
 
     def breaker_config(self, vendor: str) -> BreakerConfig:
         override = self.cb_vendor_overrides.get(vendor, BreakerOverride())
@@ -129,6 +195,24 @@ class Settings(BaseSettings):
         )
 
 
+_BROKER_SCHEMES = {"redis", "rediss", "memory", "amqp", "pyamqp"}
+# Values of these are never echoed in an error: they may hold passwords or keys.
+_SECRET_FIELDS = {
+    "broker_url",
+    "result_backend",
+    "redis_url",
+    "database_url",
+    "vendor_api_keys",
+    "vendor_urls",
+}
+
+
+def _variable(loc: tuple[Any, ...]) -> str:
+    """('cb_vendor_overrides', 'crm', 'x') → 'CB_VENDOR_OVERRIDES: crm.x'."""
+    name = str(loc[0]).upper()
+    return f"{name}: {'.'.join(str(p) for p in loc[1:])}" if len(loc) > 1 else name
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build settings from the environment, turning validation errors into one clear message."""
     try:
@@ -136,14 +220,19 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            name = "_".join(str(p) for p in err["loc"]).upper() or "settings"
+            loc = err["loc"]
             value = err.get("input")
-            shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
-            problems.append(f"{name}: {err['msg']}{shown}")
+            secret = bool(loc) and str(loc[0]) in _SECRET_FIELDS
+            shown = (
+                "" if secret or not isinstance(value, str | int | float) else f" (got {value!r})"
+            )
+            message = str(err["msg"]).removeprefix("Value error, ")
+            problems.append(f"{_variable(loc)}: {message}{shown}" if loc else message)
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None
-    except EnvParseError as exc:  # e.g. a JSON-valued variable that is not JSON
-        field = str(exc).split('"')[1] if '"' in str(exc) else "settings"
-        raise SettingsError(f"invalid settings: {field.upper()}: not valid JSON") from None
+    except EnvParseError as exc:  # a JSON-valued variable that is not JSON
+        named = [n for n in Settings.model_fields if f'"{n}"' in str(exc)]
+        variable = named[0].upper() if named else "a JSON-valued variable"
+        raise SettingsError(f"invalid settings: {variable}: not valid JSON") from None
 
 
 @lru_cache(maxsize=1)

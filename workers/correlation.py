@@ -31,7 +31,7 @@ def _bind(
     structlog.contextvars.clear_contextvars()
     request = task.request if task is not None else None
     cid = getattr(request, HEADER, None) or (getattr(request, "headers", None) or {}).get(HEADER)
-    ensure_correlation_id(cid)
+    ensure_correlation_id(str(cid)[:64] if cid else None)
     context = {k: v for k, v in (kwargs or {}).items() if k in CONTEXT_KWARGS}
     structlog.contextvars.bind_contextvars(
         task_id=task_id, task=getattr(task, "name", ""), **context

@@ -8,9 +8,11 @@ from celery.signals import worker_process_init
 
 from pipeline.breakers import configure_breakers
 from pipeline.db.engine import dispose_engines
+from pipeline.resilience.guard import configure_guard
 
 
 @worker_process_init.connect
 def _fresh_connections(**_: Any) -> None:
     dispose_engines()
     configure_breakers(None)
+    configure_guard(None)

@@ -1,7 +1,13 @@
-"""Hooks every cross-cutting concern into Celery's signals, once. Each concern is a module."""
+"""Hooks every cross-cutting concern into Celery's signals, once. Each concern is a module;
+importing it connects its handlers."""
 
 from __future__ import annotations
 
-import workers.correlation
-import workers.fork_safety
-import workers.logging_setup  # noqa: F401  JSON logs for worker and Celery records
+from workers import attempts, correlation, fork_safety, logging_setup
+
+HOOKS = (
+    attempts,  # attempts and last error code on run items
+    correlation,  # correlation id in task headers and in every log line
+    fork_safety,  # no pooled connection shared across forked children
+    logging_setup,  # JSON logs for our records and Celery's
+)

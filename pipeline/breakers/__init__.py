@@ -18,12 +18,14 @@ import pybreaker
 import redis
 
 from pipeline.breakers.breaker import DistributedCircuitBreaker
+from pipeline.breakers.contract import BreakerStorage
 from pipeline.breakers.events import (
     BreakerTransition,
     TransitionListener,
     TransitionSink,
     log_transition,
 )
+from pipeline.breakers.memory import MemoryBreakerStorage
 from pipeline.breakers.storage import RedisBreakerStorage
 from pipeline.settings import Settings, get_settings
 
@@ -37,27 +39,35 @@ __all__ = [
 
 
 class BreakerFactory:
-    """Builds (and caches per process) the breaker of each (tenant, vendor)."""
+    """Builds (and caches per process) the breaker of each (tenant, vendor).
+
+    With a Redis client, state is shared by every process; with `client=None` it lives in
+    this process's memory (the embedded mode). Building a breaker touches no storage, so a
+    cache miss costs no round trip.
+    """
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | None,
         settings: Settings,
         *,
         sinks: Iterable[TransitionSink] = (log_transition,),
         clock: Callable[[], float] = time.time,
-        cache_size: int = 4096,
+        cache_size: int = 65536,
     ) -> None:
         self.client = client
         self.settings = settings
         self.clock = clock
         self.listeners = [TransitionListener(sink) for sink in sinks]
         self.get = lru_cache(maxsize=cache_size)(self._build)
+        self._memory: dict[tuple[int, str], MemoryBreakerStorage] = {}
 
     def __call__(self, tenant_id: int, vendor: str) -> DistributedCircuitBreaker:
         return self.get(int(tenant_id), vendor)
 
-    def storage(self, tenant_id: int, vendor: str) -> RedisBreakerStorage:
+    def storage(self, tenant_id: int, vendor: str) -> BreakerStorage:
+        if self.client is None:  # state must outlive an evicted breaker object
+            return self._memory.setdefault((tenant_id, vendor), MemoryBreakerStorage())
         return RedisBreakerStorage(
             self.client,
             prefix=self.settings.redis_key_prefix,
@@ -90,7 +100,7 @@ def default_factory() -> BreakerFactory:
     from pipeline.redis_client import redis_for
 
     settings = get_settings()
-    client = redis_for(settings.redis_url, settings.redis_socket_timeout_s)
+    client = None if settings.embedded else redis_for(settings.redis_url)
     return BreakerFactory(client, settings, sinks=(log_transition, record_breaker_event))
 
 

@@ -2,29 +2,41 @@
 
 pybreaker's own state classes read state, decide in Python, then write — fine in one process,
 a race across many. This subclass keeps pybreaker's public face (`call`, `calling`, `state`,
-`fail_counter`, `open`/`close`, listeners with `before_call`/`success`/`failure`/
-`state_change`) and replaces the decide-and-write part with the storage's scripts. It holds
-no lock around the vendor call, so threads of one process do not queue behind each other.
+`fail_counter`, `open`/`close`/`half_open`, listeners with `before_call`/`success`/
+`failure`/`state_change`) and replaces the decide-and-write part with the storage's
+operations. It holds no lock around the vendor call, so threads of one process do not
+queue behind each other, and building one touches no storage (a breaker per tenant and
+vendor is cheap to make on a cache miss).
 
 Outcomes are judged by the error's own `counts_as_failure` (see `pipeline.errors`):
-rate limits, client errors and auth errors are neutral — they neither count as failures nor
-end a failure streak — and free a probe slot.
+rate limits, client errors, auth errors and a full bulkhead are neutral — they neither
+count as failures nor end a failure streak — and free a probe slot. An exempt vendor's
+breaker never consults storage at all: it never opens, and costs nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import pybreaker
 
-from pipeline.breakers.storage import CLOSED, HALF_OPEN, OPEN, Outcome, RedisBreakerStorage
+from pipeline.breakers.contract import (
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    BreakerStorage,
+    Outcome,
+    Ticket,
+)
 from pipeline.errors import CircuitOpenError
 from pipeline.settings import BreakerConfig
 
 T = TypeVar("T")
+STATES = (CLOSED, OPEN, HALF_OPEN)
 
 
 def counts_as_failure(exc: BaseException) -> bool:
@@ -35,7 +47,7 @@ def counts_as_failure(exc: BaseException) -> bool:
 class DistributedCircuitBreaker(pybreaker.CircuitBreaker):
     def __init__(
         self,
-        storage: RedisBreakerStorage,
+        storage: BreakerStorage,
         config: BreakerConfig,
         *,
         tenant_id: int,
@@ -47,22 +59,54 @@ class DistributedCircuitBreaker(pybreaker.CircuitBreaker):
         self.vendor = vendor
         self.config = config
         self.clock = clock
-        self._store = storage
+        # pybreaker's constructor reads the state once; let it read a local placeholder so
+        # that building a breaker costs no round trip, then put the real storage in place.
         super().__init__(
             fail_max=config.error_threshold,
             reset_timeout=config.cool_off_s,
             success_threshold=config.success_threshold,
-            exclude=[lambda exc: not counts_as_failure(exc)],
             listeners=list(listeners),
-            state_storage=storage,
+            state_storage=pybreaker.CircuitMemoryStorage(CLOSED),
             name=f"{tenant_id}:{vendor}",
         )
+        self._store = storage
+        self._state_storage = storage
 
     # -- calls -------------------------------------------------------------------------------
 
     def call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        store, config = self._store, self.config
-        ticket = store.admit(config, self.clock())
+        if self.config.exempt:
+            return func(*args, **kwargs)
+        ticket = self._admit()
+        for listener in self._listeners:
+            listener.before_call(self, func, *args, **kwargs)
+        try:
+            result = func(*args, **kwargs)
+        except BaseException as exc:
+            self._settle(ticket, exc)
+            raise
+        self._settle(ticket, None)
+        return result
+
+    @contextlib.contextmanager
+    def calling(self) -> Iterator[None]:
+        """`with breaker.calling(): ...` — the block is the guarded call."""
+        if self.config.exempt:
+            yield
+            return
+        ticket = self._admit()
+        try:
+            yield
+        except BaseException as exc:
+            self._settle(ticket, exc)
+            raise
+        self._settle(ticket, None)
+
+    def call_async(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("DistributedCircuitBreaker guards synchronous calls only")
+
+    def _admit(self) -> Ticket:
+        ticket = self._store.admit(self.config, self.clock())
         if ticket.moved_from:
             self._announce(Outcome(HALF_OPEN, ticket.moved_from))
         if not ticket.admitted:
@@ -71,24 +115,21 @@ class DistributedCircuitBreaker(pybreaker.CircuitBreaker):
                 vendor=self.vendor,
                 details={"tenant_id": self.tenant_id, "retry_in_s": ticket.retry_in_s},
             )
-        for listener in self._listeners:
-            listener.before_call(self, func, *args, **kwargs)
-        try:
-            result = func(*args, **kwargs)
-        except BaseException as exc:
-            if counts_as_failure(exc):
-                outcome = store.record_failure(ticket, config, self.clock())
-                for listener in self._listeners:
-                    listener.failure(self, exc)
-                self._announce(outcome)
-            else:
-                store.release(ticket)
-            raise
-        outcome = store.record_success(ticket, config)
-        for listener in self._listeners:
-            listener.success(self)
+        return ticket
+
+    def _settle(self, ticket: Ticket, exc: BaseException | None) -> None:
+        if exc is None:
+            outcome = self._store.record_success(ticket, self.config)
+            for listener in self._listeners:
+                listener.success(self)
+        elif counts_as_failure(exc):
+            outcome = self._store.record_failure(ticket, self.config, self.clock())
+            for listener in self._listeners:
+                listener.failure(self, exc)
+        else:
+            self._store.release(ticket)
+            return
         self._announce(outcome)
-        return result
 
     # -- state -------------------------------------------------------------------------------
 
@@ -120,6 +161,8 @@ class DistributedCircuitBreaker(pybreaker.CircuitBreaker):
         self._force(CLOSED)
 
     def _force(self, state: str) -> None:
+        if state not in STATES:
+            raise ValueError(f"unknown breaker state {state!r}; expected one of {STATES}")
         before = self._store.force(state, self.clock())
         self._announce(Outcome(state, before if before != state else ""))
 

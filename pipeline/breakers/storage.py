@@ -16,68 +16,43 @@ from __future__ import annotations
 import time
 import uuid
 import weakref
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pybreaker
 import redis
 import structlog
 from redis.commands.core import Script
 
+from pipeline.breakers.contract import (
+    CLOSED,
+    DEGRADED,
+    NO_CHANGE,
+    OPEN,
+    BreakerStorage,
+    Outcome,
+    Ticket,
+    Verdict,
+)
 from pipeline.settings import BreakerConfig
 
 log = structlog.get_logger(__name__)
 
 _LUA_DIR = Path(__file__).parent / "lua"
 
-CLOSED, OPEN, HALF_OPEN = pybreaker.STATE_CLOSED, pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN
-
-_CALL, _PROBE, _REJECT = 0, 1, 2
-
-
-@dataclass(frozen=True, slots=True)
-class Ticket:
-    """What `admit` decided for one call; handed back when recording its outcome."""
-
-    verdict: int
-    generation: int
-    failures: int = 0
-    retry_in_s: float = 0.0
-    probe_id: str = ""
-    moved_from: str = ""
-    degraded: bool = False  # Redis was unreachable: the call goes through as if closed
-
-    @property
-    def admitted(self) -> bool:
-        return self.verdict != _REJECT
-
-    @property
-    def is_probe(self) -> bool:
-        return self.verdict == _PROBE
+# Per Redis client (so per process): until when to stop asking a Redis that just failed.
+_down_until: weakref.WeakKeyDictionary[redis.Redis, float] = weakref.WeakKeyDictionary()
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    state: str
-    moved_from: str = ""
-
-
-_UNCHANGED = Outcome(CLOSED)
-
-
-_DEGRADED = Ticket(_CALL, -1, degraded=True)
-
-
-class RedisBreakerStorage(pybreaker.CircuitBreakerStorage):
+class RedisBreakerStorage(BreakerStorage):
     """One (tenant, vendor) breaker's state in Redis.
 
-    Redis errors never escape: the breaker then behaves as closed and says so in the log
-    (at most once per `outage_log_every_s` per process, so an outage cannot flood the logs).
+    Redis errors never escape: the breaker then behaves as closed and says so in the log.
+    After an error this process stops asking Redis for `outage_backoff_s`, so a Redis that
+    hangs costs one socket timeout per interval, not one per vendor call (and the log gets
+    one line per interval, not a flood).
     """
 
-    outage_log_every_s = 10.0
-    _last_outage_log = 0.0
+    outage_backoff_s = 5.0
 
     def __init__(self, client: redis.Redis, *, prefix: str, tenant_id: int, vendor: str) -> None:
         super().__init__("redis-atomic")
@@ -98,19 +73,22 @@ class RedisBreakerStorage(pybreaker.CircuitBreakerStorage):
         come from one plain HMGET (atomic on its own). Only when a write may be due (the
         open → half-open move, taking a probe lease) does the admit script run.
         """
+        if not self._available():
+            return DEGRADED
         try:
             state, failures, opened_at, gen = self._redis.execute_command(*self._admit_read)
         except redis.RedisError as exc:
-            self._log_outage("admit", exc)
-            return _DEGRADED
+            self._mark_down("admit", exc)
+            return DEGRADED
         state = _text(state) or CLOSED
         if state == CLOSED:
-            return Ticket(_CALL, int(gen or 0), failures=int(failures or 0))
+            return Ticket(Verdict.CALL, int(gen or 0), failures=int(failures or 0))
         now_ms = _ms(now)
         if state == OPEN:
             reopen_at = int(opened_at or 0) + _ms(config.cool_off_s)
             if now_ms < reopen_at:
-                return Ticket(_REJECT, int(gen or 0), retry_in_s=(reopen_at - now_ms) / 1000.0)
+                retry_in_s = (reopen_at - now_ms) / 1000.0
+                return Ticket(Verdict.REJECT, int(gen or 0), retry_in_s=retry_in_s)
         return self._admit_by_script(config, now_ms)
 
     def _admit_by_script(self, config: BreakerConfig, now_ms: int) -> Ticket:
@@ -127,51 +105,51 @@ class RedisBreakerStorage(pybreaker.CircuitBreakerStorage):
                 ],
             )
         except redis.RedisError as exc:
-            self._log_outage("admit", exc)
-            return _DEGRADED
-        verdict = int(verdict)
+            self._mark_down("admit", exc)
+            return DEGRADED
+        verdict = Verdict(int(verdict))
         return Ticket(
             verdict=verdict,
             generation=int(gen),
-            failures=int(n) if verdict == _CALL else 0,
-            retry_in_s=int(n) / 1000.0 if verdict == _REJECT else 0.0,
-            probe_id=probe_id if verdict == _PROBE else "",
+            failures=int(n) if verdict == Verdict.CALL else 0,
+            retry_in_s=int(n) / 1000.0 if verdict == Verdict.REJECT else 0.0,
+            probe_id=probe_id if verdict == Verdict.PROBE else "",
             moved_from=_text(moved_from),
         )
 
     def record_failure(self, ticket: Ticket, config: BreakerConfig, now: float) -> Outcome:
         if ticket.degraded:
-            return _UNCHANGED
+            return NO_CHANGE
         args = [_ms(now), ticket.generation, config.error_threshold, int(config.exempt)]
         return self._run("record_failure", [*args, ticket.probe_id])
 
     def record_success(self, ticket: Ticket, config: BreakerConfig) -> Outcome:
-        if ticket.degraded or (ticket.verdict == _CALL and ticket.failures == 0):
-            return _UNCHANGED  # the healthy fast path: nothing to write
+        if ticket.degraded or (ticket.verdict == Verdict.CALL and ticket.failures == 0):
+            return NO_CHANGE  # the healthy fast path: nothing to write
         return self._run(
             "record_success", [ticket.generation, config.success_threshold, ticket.probe_id]
         )
 
     def release(self, ticket: Ticket) -> None:
-        """Give back a probe slot whose call ended in a neutral error (429, 4xx)."""
         if ticket.probe_id and not ticket.degraded:
             try:
                 self._redis.zrem(self.probes_key, ticket.probe_id)
-            except redis.RedisError as exc:
-                self._log_outage("release", exc)
+            except redis.RedisError as exc:  # the lease expires by itself
+                self._mark_down("release", exc)
 
     def force(self, state: str, now: float) -> str:
-        """Set the state by hand; returns the state before. Raises on Redis errors:
-        an operator must know their reset did not happen."""
+        """Raises on Redis errors: an operator must know their reset did not happen."""
         return _text(self._scripts["force_state"](keys=self._keys, args=[state, _ms(now)]))
 
     # -- pybreaker's storage contract (reads for introspection) -----------------------------
 
     def _field(self, name: str) -> bytes | None:
+        if not self._available():
+            return None
         try:
             return self._redis.hget(self.key, name)  # type: ignore[return-value]
         except redis.RedisError as exc:
-            self._log_outage("read", exc)
+            self._mark_down("read", exc)
             return None
 
     @property
@@ -200,39 +178,29 @@ class RedisBreakerStorage(pybreaker.CircuitBreakerStorage):
     def opened_at(self, when: datetime) -> None:
         raise NotImplementedError("use force(): state and time are set in one script")
 
-    def increment_counter(self) -> None:
-        raise NotImplementedError("use record_failure(): counting and tripping are one script")
-
-    def reset_counter(self) -> None:
-        raise NotImplementedError("use record_success()")
-
-    def increment_success_counter(self) -> None:
-        raise NotImplementedError("use record_success()")
-
-    def reset_success_counter(self) -> None:
-        raise NotImplementedError("use record_success()")
-
     # -- internals ---------------------------------------------------------------------------
 
     def _run(self, script: str, args: list[str | int]) -> Outcome:
         try:
             state, moved_from = self._scripts[script](keys=self._keys, args=args)
         except redis.RedisError as exc:
-            self._log_outage(script, exc)
-            return _UNCHANGED
+            self._mark_down(script, exc)
+            return NO_CHANGE
         return Outcome(_text(state), _text(moved_from))
 
-    def _log_outage(self, operation: str, exc: Exception) -> None:
-        now = time.monotonic()
-        if now - RedisBreakerStorage._last_outage_log >= self.outage_log_every_s:
-            RedisBreakerStorage._last_outage_log = now
-            log.warning(
-                "breaker.redis_unavailable",
-                operation=operation,
-                key=self.key,
-                error=f"{type(exc).__name__}: {exc}",
-                behaviour="calls go through as if the breaker were closed",
-            )
+    def _available(self) -> bool:
+        return time.monotonic() >= _down_until.get(self._redis, 0.0)
+
+    def _mark_down(self, operation: str, exc: Exception) -> None:
+        _down_until[self._redis] = time.monotonic() + self.outage_backoff_s
+        log.warning(
+            "breaker.redis_unavailable",
+            operation=operation,
+            key=self.key,
+            error=type(exc).__name__,
+            behaviour=f"calls go through as if closed; Redis asked again in "
+            f"{self.outage_backoff_s:.0f}s",
+        )
 
 
 def _ms(seconds: float) -> int:

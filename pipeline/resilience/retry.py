@@ -9,8 +9,10 @@ The same object drives in-process retries (`policy.retrying()`, a tenacity `Retr
 Celery task retries (`ResilientTask` asks `delay_for` and passes the float as countdown,
 keeping millisecond precision that Celery's own integer backoff loses).
 
-Randomness is injectable: pass `rng`, or a `seed` — then the jitter for one `key` (a task id)
-and attempt is the same in every process, so a retried task's countdowns are reproducible.
+Randomness is injectable: pass `rng`, or (for tests) a `seed` — then the jitter for one
+`key` (a task id) and attempt is the same in every process, so a retried task's countdowns
+are reproducible. A seed applies only where a key is given: a shared seed with no key would
+make every process wait the same delays, the very herd jitter exists to break.
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ class RetryPolicy:
         """Seconds to wait before the next attempt, or None when the error is final."""
         if not self.will_retry(attempt, error):
             return None
-        rng = random.Random(f"{self.seed}:{key}:{attempt}") if self.seed is not None else self._rng
+        seeded = self.seed is not None and key
+        rng = random.Random(f"{self.seed}:{key}:{attempt}") if seeded else self._rng
         delay = rng.uniform(0.0, self.backoff_cap_s(attempt))
         if isinstance(error, VendorRateLimitError) and error.retry_after_s is not None:
             delay = max(delay, error.retry_after_s)
@@ -119,10 +122,22 @@ class RetryPolicy:
         try:
             return self.retrying(sleep=sleep, key=key)(attempt)
         except VendorError as exc:
-            if not exc.retryable:
+            final = self.final_error(exc, attempts)
+            if final is exc:
                 raise
-            raise RetriesExhaustedError(
-                f"gave up on {exc.vendor or 'vendor'} after {attempts} attempts: {exc.message}",
-                last_error=exc,
+            raise final from exc
+
+    def final_error(self, error: BaseException, attempts: int) -> BaseException:
+        """What to raise once the policy stops retrying `error` after `attempts` attempts.
+
+        A retryable error that used up every attempt becomes `RetriesExhaustedError` (with
+        the last error's code in its details); anything else — a non-retryable error, or a
+        Retry-After longer than the cap — is raised as it is, its own code intact.
+        """
+        if isinstance(error, VendorError) and error.retryable and attempts >= self.max_attempts:
+            return RetriesExhaustedError(
+                f"gave up on {error.vendor or 'vendor'} after {attempts} attempts: {error.message}",
+                last_error=error,
                 attempts=attempts,
-            ) from exc
+            )
+        return error

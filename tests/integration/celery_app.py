@@ -8,23 +8,53 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import redis
 import requests
+import structlog
 
-from pipeline.errors import raise_for_vendor
+from pipeline.errors import VendorError, raise_for_vendor
 from pipeline.settings import get_settings
+from tests.support.processes import wait_until
 from workers.app import app
 from workers.resilient_task import ResilientTask
 
 __all__ = ["app"]
+log = structlog.get_logger(__name__)
+
+
+def _get(url: str, vendor: str) -> requests.Response:
+    settings = get_settings()
+    timeout = (settings.http_connect_timeout_s, settings.http_read_timeout_s)
+    return raise_for_vendor(requests.get(url, timeout=timeout), vendor)
 
 
 @app.task(base=ResilientTask, bind=True, name="tests.fetch_vendor")
 def fetch_vendor(
     self: ResilientTask, url: str, *, tenant_id: int, vendor: str, item_id: int | None = None
 ) -> dict[str, Any]:
-    settings = get_settings()
-    timeout = (settings.http_connect_timeout_s, settings.http_read_timeout_s)
-    response = self.call_vendor(
-        tenant_id, vendor, lambda: raise_for_vendor(requests.get(url, timeout=timeout), vendor)
-    )
+    log.info("test.attempt", eta=self.request.eta, retries=self.request.retries)
+    response = self.call_vendor(tenant_id, vendor, lambda: _get(url, vendor))
     return {"status": response.status_code, "pid": os.getpid()}
+
+
+@app.task(base=ResilientTask, bind=True, name="tests.call_once", autoretry_for=())
+def call_once(
+    self: ResilientTask,
+    url: str,
+    *,
+    tenant_id: int,
+    vendor: str,
+    rendezvous: str = "",
+    together: int = 1,
+) -> dict[str, Any]:
+    """One vendor call, no retry; with `rendezvous`, first wait until `together` tasks are
+    running at once (so they run in different worker processes)."""
+    if rendezvous:
+        client = redis.Redis.from_url(get_settings().redis_url)
+        client.incr(rendezvous)
+        wait_until(lambda: int(client.get(rendezvous) or 0) >= together, what="rendezvous")
+    try:
+        self.call_vendor(tenant_id, vendor, lambda: _get(url, vendor))
+    except VendorError as exc:
+        return {"pid": os.getpid(), "error_code": exc.code}
+    return {"pid": os.getpid(), "error_code": None}

@@ -12,6 +12,7 @@ import redis
 from sqlalchemy import select
 
 from pipeline import runs
+from pipeline.breakers import breaker_for
 from pipeline.db.engine import session_scope
 from pipeline.db.models import RunKind, VendorCall
 from pipeline.errors import VendorServerError
@@ -74,6 +75,10 @@ def test_two_503s_then_200_is_retried_with_the_policys_countdowns(
     assert [r["attempt"] for r in retries] == [1, 2]
     assert {r["correlation_id"] for r in retries} == {correlation_id}, "id survives retries"
     assert {r["tenant_id"] for r in retries} == {tenant}
+
+    # Celery got our exact ETA (ms precision), not a countdown rounded to whole seconds.
+    attempts = log_events(worker, "test.attempt", result.id)
+    assert [a["eta"] for a in attempts[1:]] == [r["eta"] for r in retries]
 
     hits = stub.hits(f"flaky-{tenant}")
     assert len(hits) == 3
@@ -145,3 +150,54 @@ def test_redis_outage_does_not_crash_a_task(
         outage_worker.stop()
         breaker_redis.stop()
         redis.Redis.from_url(broker).flushdb()
+
+
+def call_once(app: Any, url: str, tenant: int, **kwargs: Any) -> Any:
+    return app.send_task(
+        "tests.call_once", args=[url], kwargs={"tenant_id": tenant, "vendor": "crm", **kwargs}
+    )
+
+
+def test_failures_from_two_worker_processes_open_the_breaker(
+    celery_app: Any, stub: VendorStub, tenant: int
+) -> None:
+    url = stub.script(f"crm-{tenant}", [503] * 10)
+    rendezvous = f"{get_settings().redis_key_prefix}:rv:{tenant}"
+    pair = [call_once(celery_app, url, tenant, rendezvous=rendezvous, together=2) for _ in "ab"]
+    first = [r.get(timeout=30) for r in pair]
+    assert len({r["pid"] for r in first}) == 2, "two worker processes"
+    assert breaker_for(tenant, "crm").current_state == "closed"
+
+    third = call_once(celery_app, url, tenant).get(timeout=30)
+    assert third["error_code"] == "SERVER_ERROR"
+    assert breaker_for(tenant, "crm").current_state == "open"
+
+    refused = call_once(celery_app, url, tenant).get(timeout=30)
+    assert refused["error_code"] == "CIRCUIT_OPEN"
+    assert len(stub.hits(f"crm-{tenant}")) == 3, "an open breaker calls nobody"
+
+
+@pytest.mark.parametrize(
+    ("answer", "code"),
+    [((429, {"Retry-After": "1"}), "RATE_LIMITED"), (400, "CLIENT_ERROR"), (401, "AUTH_FAILED")],
+)
+def test_real_429_and_4xx_answers_never_open_the_breaker(
+    celery_app: Any, stub: VendorStub, tenant: int, answer: Any, code: str
+) -> None:
+    url = stub.script(f"neutral-{tenant}", [answer] * 6)
+    results = [call_once(celery_app, url, tenant).get(timeout=30) for _ in range(6)]
+    assert [r["error_code"] for r in results] == [code] * 6
+    assert breaker_for(tenant, "crm").current_state == "closed"
+    assert breaker_for(tenant, "crm").fail_counter == 0
+
+
+def test_retry_after_is_waited_out(
+    celery_app: Any, worker: Worker, stub: VendorStub, tenant: int
+) -> None:
+    url = stub.script(f"slow-down-{tenant}", [(429, {"Retry-After": "1"}), 200])
+    result = fetch(celery_app, url, tenant, new_item(tenant))
+    assert result.get(timeout=30)["status"] == 200
+    (retry,) = log_events(worker, "task.retry", result.id)
+    assert retry["countdown_ms"] >= 1000
+    first, second = stub.hits(f"slow-down-{tenant}")
+    assert second - first >= 1.0

@@ -1,0 +1,1 @@
+"""resilient-pipeline: Celery jobs for many tenants against flaky vendors."""

@@ -1,0 +1,144 @@
+"""The one path every vendor call takes: breaker, then bulkhead, then the call, then stats.
+
+    vendor_guard().call(tenant_id, "crawler", lambda: session.get(url, timeout=...))
+
+- the tenant's breaker decides first (an open breaker costs no call and no slot);
+- a bulkhead slot caps calls in flight to the vendor across all workers;
+- `requests` errors become `VendorError`s *without* their cause attached: a requests
+  exception's text holds the full URL, query string (API key) included;
+- every call that reached the vendor is recorded (calls, errors, latency); refusals by the
+  breaker or the bulkhead reached nobody and are not.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, Protocol, TypeVar
+
+import requests
+import structlog
+
+from pipeline.errors import VendorConnectionError, classify
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+
+class CallRecorder(Protocol):
+    def __call__(
+        self,
+        *,
+        tenant_id: int,
+        vendor: str,
+        ok: bool,
+        latency_ms: float,
+        error_code: str | None,
+        run_id: uuid.UUID | None,
+    ) -> None: ...
+
+
+class VendorGuard:
+    def __init__(
+        self,
+        *,
+        breakers: Callable[[int, str], Any],
+        slots: Callable[[str], AbstractContextManager[Any]] | None = None,
+        record: CallRecorder | None = None,
+        timer: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self._breakers = breakers
+        self._slots = slots or (lambda vendor: nullcontext())
+        self._record = record
+        self._timer = timer
+
+    def call(
+        self,
+        tenant_id: int,
+        vendor: str,
+        fn: Callable[[], T],
+        *,
+        run_id: uuid.UUID | str | None = None,
+    ) -> T:
+        """Run `fn` (one request to `vendor`) under every guard. Raises `VendorError`s only."""
+        breaker = self._breakers(tenant_id, vendor)
+
+        def attempt() -> T:
+            with self._slots(vendor):
+                started = self._timer()
+                try:
+                    result = fn()
+                except Exception as exc:
+                    error = _as_vendor_error(exc, vendor)
+                    self._stat(tenant_id, vendor, started, run_id, getattr(error, "code", "ERROR"))
+                    if error is exc:
+                        raise
+                    raise error from None
+                self._stat(tenant_id, vendor, started, run_id, None)
+                return result
+
+        return breaker.call(attempt)
+
+    def _stat(
+        self, tenant_id: int, vendor: str, started: float, run_id: Any, error_code: str | None
+    ) -> None:
+        """Stats are bookkeeping: failing to write them must not fail the vendor call."""
+        if self._record is None:
+            return
+        try:
+            self._record(
+                tenant_id=tenant_id,
+                vendor=vendor,
+                ok=error_code is None,
+                latency_ms=(self._timer() - started) * 1000,
+                error_code=error_code,
+                run_id=uuid.UUID(str(run_id)) if run_id else None,
+            )
+        except Exception as exc:
+            log.warning("vendor_call.not_recorded", vendor=vendor, error=type(exc).__name__)
+
+
+def _as_vendor_error(exc: Exception, vendor: str) -> Exception:
+    if isinstance(exc, requests.RequestException):
+        return classify(exc, vendor) or VendorConnectionError(
+            f"{vendor} request failed ({type(exc).__name__})", vendor=vendor
+        )
+    return exc
+
+
+_guard: VendorGuard | None = None
+
+
+def configure_guard(guard: VendorGuard | None) -> None:
+    """Install the guard `vendor_guard` returns (None: rebuild from settings on next use)."""
+    global _guard
+    _guard = guard
+
+
+def vendor_guard() -> VendorGuard:
+    global _guard
+    if _guard is None:
+        _guard = _default_guard()
+    return _guard
+
+
+def _default_guard() -> VendorGuard:
+    from pipeline import runs
+    from pipeline.breakers import breaker_for
+    from pipeline.redis_client import redis_for
+    from pipeline.resilience.bulkhead import Bulkhead
+    from pipeline.settings import get_settings
+
+    settings = get_settings()
+    slots = None
+    if not settings.embedded:
+        slots = Bulkhead(
+            redis_for(settings.redis_url),
+            prefix=settings.redis_key_prefix,
+            limit_for=settings.bulkhead_limit,
+            wait_s=settings.bulkhead_wait_ms / 1000.0,
+            slot_ttl_s=settings.bulkhead_slot_ttl_s,
+        ).slot
+    return VendorGuard(breakers=breaker_for, slots=slots, record=runs.record_vendor_call)
