@@ -23,7 +23,7 @@ also counts commands run inside Lua scripts).
 Everything lives under a random key prefix in a dedicated db and is deleted at the end,
 also on error. The last line is machine-readable: `ours/ping=<x> stock/ping=<y>`.
 
-    .venv/bin/python benchmarks/breaker_overhead.py [--calls 5000] [--rounds 5]
+    .venv/bin/python benchmarks/breaker_overhead.py [--calls 1000] [--rounds 21]
 """
 
 from __future__ import annotations
@@ -321,8 +321,8 @@ def run(args: argparse.Namespace) -> None:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--calls", type=int, default=5000, help="timed calls per method/round")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    parser.add_argument("--calls", type=int, default=1000, help="timed calls per method/round")
+    parser.add_argument("--rounds", type=int, default=21, help="interleaved rounds")
     parser.add_argument("--tenants", type=int, default=10_000, help="tenants to seed (x6)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=6379)
