@@ -1,1 +1,8 @@
-"""resilient-pipeline: Celery jobs for many tenants against flaky vendors."""
+"""resilient-pipeline: Celery jobs for many tenants against flaky vendors.
+
+from pipeline import enqueue_enrichment
+"""
+
+from pipeline.enqueue import enqueue_enrichment
+
+__all__ = ["enqueue_enrichment"]

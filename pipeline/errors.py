@@ -38,6 +38,13 @@ class SettingsError(PipelineError):
     code = "SETTINGS_INVALID"
 
 
+class InputError(PipelineError):
+    """What a caller gave us is wrong (bad tenant, unknown column, empty file...)."""
+
+    code = "INVALID_INPUT"
+    http_status = 422
+
+
 class VendorError(PipelineError):
     """A call to a third-party vendor failed."""
 

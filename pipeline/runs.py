@@ -7,9 +7,12 @@ run's counts are recomputed from its items rather than incremented.
 
 from __future__ import annotations
 
+import math
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import case, func, select, update
 
@@ -29,6 +32,7 @@ def create_run(
     item_keys: Iterable[str],
     *,
     correlation_id: str | None = None,
+    options: dict[str, Any] | None = None,
 ) -> uuid.UUID:
     keys = list(dict.fromkeys(item_keys))
     run = Run(
@@ -37,12 +41,31 @@ def create_run(
         status=RunStatus.PENDING,
         correlation_id=correlation_id,
         items_total=len(keys),
+        options=options or {},
     )
     with session_scope() as session:
         session.add(run)
         session.flush()
         session.add_all(RunItem(run_id=run.id, item_key=key) for key in keys)
     return run.id
+
+
+@contextmanager
+def claiming_pending_items(run_id: uuid.UUID) -> Iterator[tuple[Run, list[tuple[int, str]]]]:
+    """The run and its still-pending items (id, key), marked queued when the block ends.
+
+    The claim commits only after the block has sent their work: if the sender dies first,
+    the items stay pending and a redelivered sender sends them again (steps are idempotent).
+    """
+    with session_scope() as session:
+        run = session.get_one(Run, run_id)
+        claimed = session.execute(
+            update(RunItem)
+            .where(RunItem.run_id == run_id, RunItem.status == ItemStatus.PENDING)
+            .values(status=ItemStatus.QUEUED, updated_at=utcnow())
+            .returning(RunItem.id, RunItem.item_key)
+        ).all()
+        yield run, [(item_id, key) for item_id, key in claimed]
 
 
 def item_ids(run_id: uuid.UUID) -> dict[str, int]:
@@ -60,7 +83,10 @@ def record_attempt(item_id: int, attempt: int) -> None:
             .values(
                 attempts=case((RunItem.attempts < attempt, attempt), else_=RunItem.attempts),
                 status=case(
-                    (RunItem.status == ItemStatus.PENDING, ItemStatus.RUNNING),
+                    (
+                        RunItem.status.in_((ItemStatus.PENDING, ItemStatus.QUEUED)),
+                        ItemStatus.RUNNING,
+                    ),
                     else_=RunItem.status,
                 ),
                 updated_at=utcnow(),
@@ -87,40 +113,122 @@ def finish_item(item_id: int, status: ItemStatus, reasons: Iterable[str] = ()) -
         )
 
 
+TERMINAL = (ItemStatus.SUCCEEDED, ItemStatus.DEGRADED, ItemStatus.FAILED, ItemStatus.DEAD)
+
+
+def mark_running(run_id: uuid.UUID) -> None:
+    with session_scope() as session:
+        session.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.status == RunStatus.PENDING)
+            .values(status=RunStatus.RUNNING, started_at=utcnow())
+        )
+
+
+def close_run_if_done(run_id: uuid.UUID) -> Run | None:
+    """Finish the run once every item is terminal; returns it to exactly one caller.
+
+    Called after each item; the conditional UPDATE (`status = running`) lets only one of
+    several concurrent last items close the run, so what follows a run happens once.
+    """
+    with session_scope() as session:
+        open_items = session.scalar(
+            select(func.count())
+            .select_from(RunItem)
+            .where(RunItem.run_id == run_id, RunItem.status.not_in(TERMINAL))
+        )
+        if open_items:
+            return None
+        summary = _summary(session, run_id)
+        closed = session.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.status.in_((RunStatus.PENDING, RunStatus.RUNNING)))
+            .values(**summary, finished_at=utcnow())
+        )
+        if closed.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        return session.get_one(Run, run_id)
+
+
 def finalize_run(run_id: uuid.UUID) -> Run:
-    """Recompute a run's counts and status from its items.
+    """Recompute a run's counts and status from its items, whatever its status was."""
+    with session_scope() as session:
+        session.execute(
+            update(Run)
+            .where(Run.id == run_id)
+            .values(**_summary(session, run_id), finished_at=utcnow())
+        )
+        return session.get_one(Run, run_id)
+
+
+def _summary(session: Any, run_id: uuid.UUID) -> dict[str, Any]:
+    """Counts, status and reasons from the items; latency figures from `vendor_calls`.
 
     `succeeded` when no item has a reason, `degraded` when some do, `failed` only when no
     item could be processed at all.
     """
-    with session_scope() as session:
-        counts = dict(
-            session.execute(
-                select(RunItem.status, func.count())
-                .where(RunItem.run_id == run_id)
-                .group_by(RunItem.status)
-            ).all()
-        )
-        reasons = session.scalars(
-            select(RunItem.degraded_reasons).where(
-                RunItem.run_id == run_id, RunItem.degraded_reasons != ""
-            )
+    counts = dict(
+        session.execute(
+            select(RunItem.status, func.count())
+            .where(RunItem.run_id == run_id)
+            .group_by(RunItem.status)
         ).all()
-        distinct = sorted({r for joined in reasons for r in joined.split(",") if r})
-        run = session.get_one(Run, run_id)
-        run.items_succeeded = counts.get(ItemStatus.SUCCEEDED, 0)
-        run.items_degraded = counts.get(ItemStatus.DEGRADED, 0)
-        run.items_failed = counts.get(ItemStatus.FAILED, 0)
-        run.items_dead = counts.get(ItemStatus.DEAD, 0)
-        processed = run.items_succeeded + run.items_degraded
-        run.degraded = bool(distinct) or processed < run.items_total
-        run.degraded_reasons = ",".join(distinct)
-        if run.items_total and processed == 0:
-            run.status = RunStatus.FAILED
-        else:
-            run.status = RunStatus.DEGRADED if run.degraded else RunStatus.SUCCEEDED
-        run.finished_at = utcnow()
-        return run
+    )
+    joined = session.scalars(
+        select(RunItem.degraded_reasons).where(
+            RunItem.run_id == run_id, RunItem.degraded_reasons != ""
+        )
+    ).all()
+    reasons = sorted({r for row in joined for r in row.split(",") if r})
+    total = sum(counts.values())
+    succeeded = counts.get(ItemStatus.SUCCEEDED, 0)
+    degraded_items = counts.get(ItemStatus.DEGRADED, 0)
+    processed = succeeded + degraded_items
+    degraded = bool(reasons) or processed < total
+    if total and processed == 0:
+        status = RunStatus.FAILED
+    else:
+        status = RunStatus.DEGRADED if degraded else RunStatus.SUCCEEDED
+    return {
+        "status": status,
+        "degraded": degraded,
+        "degraded_reasons": ",".join(reasons),
+        "items_total": total,
+        "items_succeeded": succeeded,
+        "items_degraded": degraded_items,
+        "items_failed": counts.get(ItemStatus.FAILED, 0),
+        "items_dead": counts.get(ItemStatus.DEAD, 0),
+        "vendor_stats": vendor_stats(session, run_id),
+    }
+
+
+def vendor_stats(session: Any, run_id: uuid.UUID) -> dict[str, dict[str, float]]:
+    """Per vendor: calls, errors, p50 and p95 latency (nearest rank), for one run."""
+    latencies: dict[str, list[float]] = {}
+    errors: dict[str, int] = {}
+    rows = session.execute(
+        select(VendorCall.vendor, VendorCall.latency_ms, VendorCall.ok).where(
+            VendorCall.run_id == run_id
+        )
+    )
+    for vendor, latency, ok in rows:
+        latencies.setdefault(vendor, []).append(latency)
+        errors[vendor] = errors.get(vendor, 0) + (0 if ok else 1)
+    return {
+        vendor: {
+            "calls": len(values),
+            "errors": errors[vendor],
+            "p50_ms": round(percentile(values, 50), 1),
+            "p95_ms": round(percentile(values, 95), 1),
+        }
+        for vendor, values in sorted(latencies.items())
+    }
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
 
 
 def record_vendor_call(

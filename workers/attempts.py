@@ -1,8 +1,11 @@
 """Each attempt at a run item, and its last error code, recorded on the item.
 
-Only tasks called with an `item_id` keyword take part. Bookkeeping is best effort — a
-database hiccup here must not fail the work — and idempotent: the attempt number comes from
-Celery's retry count, so a redelivered message does not count one attempt twice.
+Tasks take part when called with an `item_id` keyword (each attempt is counted as it
+starts) or with a step context carrying `item_id` as first argument (enrichment steps: only
+retries are recorded, so the healthy path costs no extra write; the item's `attempts` is then
+the most any of its steps needed). Bookkeeping is best effort — a database hiccup here must
+not fail the work — and idempotent: attempt numbers come from Celery's retry count, so a
+redelivered message does not count one attempt twice.
 """
 
 from __future__ import annotations
@@ -17,32 +20,38 @@ from pipeline import runs
 log = structlog.get_logger(__name__)
 
 
-def _item_id(kwargs: dict[str, Any] | None) -> int | None:
+def _item_id(args: Any, kwargs: dict[str, Any] | None) -> int | None:
     value = (kwargs or {}).get("item_id")
+    if value is None and args and isinstance(args[0], dict):
+        value = args[0].get("item_id")
     return int(value) if value is not None else None
+
+
+def _code(error: Any) -> str:
+    return str(getattr(error, "code", type(error).__name__))
 
 
 @task_prerun.connect
 def _attempt(task: Any = None, kwargs: dict[str, Any] | None = None, **_: Any) -> None:
-    item_id = _item_id(kwargs)
-    if item_id is not None and task is not None:
-        _safely(runs.record_attempt, item_id, task.request.retries + 1)
+    if task is not None and (kwargs or {}).get("item_id") is not None:
+        _safely(runs.record_attempt, int(kwargs["item_id"]), task.request.retries + 1)  # type: ignore[index]
 
 
 @task_retry.connect
 def _retried(request: Any = None, reason: Any = None, **_: Any) -> None:
-    item_id = _item_id(getattr(request, "kwargs", None))
+    item_id = _item_id(getattr(request, "args", None), getattr(request, "kwargs", None))
+    if item_id is None:
+        return
     error = getattr(reason, "exc", reason)  # `reason` is Celery's Retry, wrapping the error
-    if item_id is not None:
-        _safely(runs.record_item_error, item_id, getattr(error, "code", type(error).__name__))
+    _safely(runs.record_attempt, item_id, int(getattr(request, "retries", 0)) + 2)
+    _safely(runs.record_item_error, item_id, _code(error))
 
 
 @task_failure.connect
-def _failed(exception: Any = None, kwargs: dict[str, Any] | None = None, **_: Any) -> None:
-    item_id = _item_id(kwargs)
+def _failed(exception: Any = None, args: Any = None, kwargs: Any = None, **_: Any) -> None:
+    item_id = _item_id(args, kwargs)
     if item_id is not None:
-        code = getattr(exception, "code", type(exception).__name__)
-        _safely(runs.record_item_error, item_id, code)
+        _safely(runs.record_item_error, item_id, _code(exception))
 
 
 def _safely(record: Any, *args: Any) -> None:

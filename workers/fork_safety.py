@@ -9,6 +9,7 @@ from celery.signals import worker_process_init
 from pipeline.breakers import configure_breakers
 from pipeline.db.engine import dispose_engines
 from pipeline.resilience.guard import configure_guard
+from pipeline.vendors.registry import forget_clients
 
 
 @worker_process_init.connect
@@ -16,3 +17,4 @@ def _fresh_connections(**_: Any) -> None:
     dispose_engines()
     configure_breakers(None)
     configure_guard(None)
+    forget_clients()

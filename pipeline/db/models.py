@@ -11,8 +11,10 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     DateTime,
@@ -55,6 +57,7 @@ class RunStatus(StrEnum):
 
 class ItemStatus(StrEnum):
     PENDING = "pending"
+    QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     DEGRADED = "degraded"
@@ -77,6 +80,11 @@ class Run(Base):
     items_degraded: Mapped[int] = mapped_column(Integer, default=0)
     items_failed: Mapped[int] = mapped_column(Integer, default=0)
     items_dead: Mapped[int] = mapped_column(Integer, default=0)
+    # The feature flags the run was started with: a run behaves the same from start to end,
+    # whatever happens to the workers' settings meanwhile.
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Per vendor: calls, errors, p50_ms, p95_ms — written when the run finishes.
+    vendor_stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -129,3 +137,41 @@ class BreakerEvent(Base):
     from_state: Mapped[str] = mapped_column(String(16))
     to_state: Mapped[str] = mapped_column(String(16))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Company(Base):
+    """A tenant's company, and what enrichment last found about it."""
+
+    __tablename__ = "companies"
+    __table_args__ = (UniqueConstraint("tenant_id", "natural_key", name="uq_companies_key"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    # lower-cased domain, or "name:<lower-cased name>" when there is no domain
+    natural_key: Mapped[str] = mapped_column(String(300))
+    name: Mapped[str | None] = mapped_column(String(255))
+    domain: Mapped[str | None] = mapped_column(String(255))
+    site_text_length: Mapped[int | None] = mapped_column(Integer)
+    search_results: Mapped[int | None] = mapped_column(Integer)
+    enriched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+    __table_args__ = (UniqueConstraint("company_id", "email", name="uq_contacts_company_email"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    company_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("companies.id", ondelete="CASCADE"), index=True
+    )
+    tenant_id: Mapped[int] = mapped_column(BigInteger)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    title: Mapped[str] = mapped_column(String(255), default="")
+    email: Mapped[str] = mapped_column(String(320))
+    # valid / invalid / catch-all from the verifier; unknown when verification was deferred
+    email_status: Mapped[str | None] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )

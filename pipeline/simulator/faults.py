@@ -8,7 +8,8 @@ A `Fault` names one vendor and optionally one tenant. It has two kinds of effect
   Retry-After when `retry_after` is set), after `hang_s` seconds, or not at all (`drop`).
 
 Which calls strike: all of them while the vendor is `down` or inside the `outage` window;
-otherwise a seeded draw below `error_rate`. A fault that names a failure (`status`,
+otherwise a seeded draw below `error_rate`. A fault with `times` retires after striking
+that many calls ("the next two calls fail"). A fault that names a failure (`status`,
 `hang_s` or `drop`) but no `error_rate` strikes every call; a fault that only shapes never
 strikes. Outside its `outage` window a fault is inactive altogether.
 
@@ -60,6 +61,7 @@ class Fault(BaseModel):
     reject_records: list[str] = Field(default_factory=list)
     erp_reject_fields: list[str] = Field(default_factory=list)
     down: bool = False
+    times: int | None = Field(default=None, ge=1)  # strike this many calls, then retire
 
     @model_validator(mode="after")
     def _vendor_named(self) -> Fault:
@@ -145,10 +147,22 @@ class FaultBook:
         with self._lock:
             draw = self._stream(vendor, tenant).random()
             fault = self._most_specific_active(vendor, tenant, now)
-        if fault is None:
-            return NO_FAULT
-        always = fault.down or fault.outage is not None
-        return Verdict(fault=fault, strikes=always or draw < fault.strike_rate)
+            if fault is None:
+                return NO_FAULT
+            always = fault.down or fault.outage is not None
+            strikes = always or draw < fault.strike_rate
+            if strikes and fault.times is not None:
+                self._count_strike(fault)
+        return Verdict(fault=fault, strikes=strikes)
+
+    def _count_strike(self, fault: Fault) -> None:
+        """Caller holds the lock. Retire a `times` fault after its last strike."""
+        key = (fault.vendor, fault.tenant)
+        left = (fault.times or 0) - 1
+        if left <= 0:
+            self._faults.pop(key, None)
+        else:
+            self._faults[key] = fault.model_copy(update={"times": left})
 
     def _stream(self, vendor: str, tenant: int) -> random.Random:
         key = (vendor, tenant)

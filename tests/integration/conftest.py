@@ -16,6 +16,7 @@ import psycopg2
 import pytest
 import redis
 
+from pipeline.simulator import Simulator
 from tests.support.processes import Worker
 from tests.support.vendor_stub import VendorStub
 
@@ -34,7 +35,14 @@ def _admin(sql: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def integration_env() -> Iterator[dict[str, str]]:
+def simulator() -> Iterator[Simulator]:
+    """The vendor simulator on loopback, shared by the session (tests reset what they touch)."""
+    with Simulator(port=0, seed=7) as sim:
+        yield sim
+
+
+@pytest.fixture(scope="session")
+def integration_env(simulator: Simulator) -> Iterator[dict[str, str]]:
     from pipeline.breakers import configure_breakers
     from pipeline.db.engine import dispose_engines
     from pipeline.db.migrate import upgrade
@@ -58,11 +66,14 @@ def integration_env() -> Iterator[dict[str, str]]:
         "REDIS_KEY_PREFIX": f"test-{uuid.uuid4().hex[:8]}",
         "RETRY_JITTER_SEED": "20261123",
         "LOG_JSON": "true",
+        "VENDOR_BASE_URL": simulator.url,
+        "HTTP_READ_TIMEOUT_S": "1",
     }
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     get_settings.cache_clear()
     configure_breakers(None)
+    _point_celery_app_at(get_settings())
     try:
         yield env
     finally:
@@ -76,6 +87,14 @@ def integration_env() -> Iterator[dict[str, str]]:
         dispose_engines()
         _admin(f"DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")
         test_redis.flushdb()
+
+
+def _point_celery_app_at(settings: Any) -> None:
+    """The app object `enqueue_*` sends through may have been built at import time, from
+    the settings before ours; give it the test broker and backend."""
+    from workers.app import app, celery_config
+
+    app.conf.update(celery_config(settings))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,138 @@
+"""How a web app starts jobs: validate, record the run, hand it to the workers, return.
+
+    from pipeline import enqueue_enrichment
+    run_id = enqueue_enrichment(42, [{"name": "Acme", "domain": "acme.com"}, 1017])
+
+Returns at once with the run id; the work happens in Celery workers. Bad input raises
+`InputError` naming what was wrong, before anything is written. A company given with neither
+name nor domain is not an error of the request: it becomes an item that fails with reason
+`DATA_EMPTY:no_domain_name`, so the caller sees it in the run like any other outcome.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from pipeline import runs
+from pipeline.companies import CompanyRef, companies_by_id, upsert_companies
+from pipeline.correlation import current_correlation_id
+from pipeline.db.models import RunKind
+from pipeline.errors import InputError
+from pipeline.settings import get_settings
+
+
+class CompanyInput(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: str | None = None
+    domain: str | None = None
+
+    @field_validator("name", "domain", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        return value or None
+
+    @field_validator("domain")
+    @classmethod
+    def _bare_domain(cls, value: str | None) -> str | None:
+        """'https://www.Acme.com/about' → 'acme.com'."""
+        if value is None:
+            return None
+        host = value.lower().split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0]
+        host = host.removeprefix("www.")
+        if not host or " " in host or "." not in host:
+            raise ValueError(f"not a domain: {value!r}")
+        return host
+
+
+class EnrichmentOptions(BaseModel):
+    """The spec's feature flags for one run; unset ones come from settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enable_tavily_fallback: bool
+    enable_apify_linkedin: bool
+    enable_lusha_fallback: bool
+
+    @classmethod
+    def resolve(cls, overrides: dict[str, Any] | None) -> EnrichmentOptions:
+        settings = get_settings()
+        defaults = {name: getattr(settings, name) for name in cls.model_fields}
+        try:
+            return cls(**{**defaults, **(overrides or {})})
+        except ValidationError as exc:
+            names = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
+            raise InputError(f"bad options: {names}") from None
+
+
+def check_tenant(tenant_id: Any) -> int:
+    if isinstance(tenant_id, bool) or not isinstance(tenant_id, int) or tenant_id <= 0:
+        raise InputError(f"tenant must be a positive integer, got {tenant_id!r}")
+    return tenant_id
+
+
+def parse_companies(companies: Iterable[int | dict[str, Any]]) -> list[int | CompanyInput]:
+    parsed: list[int | CompanyInput] = []
+    for index, company in enumerate(companies):
+        if isinstance(company, int) and not isinstance(company, bool):
+            parsed.append(company)
+            continue
+        if not isinstance(company, dict):
+            raise InputError(f"company #{index + 1}: expected an id or a dict, got {company!r}")
+        try:
+            parsed.append(CompanyInput(**company))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'company'}: "
+                f"{str(e['msg']).removeprefix('Value error, ')}"
+                for e in exc.errors()
+            )
+            raise InputError(f"company #{index + 1}: {problems}") from None
+    if not parsed:
+        raise InputError("no companies given")
+    return parsed
+
+
+def enqueue_enrichment(
+    tenant_id: int,
+    companies: Sequence[int | dict[str, Any]],
+    *,
+    options: dict[str, Any] | None = None,
+    correlation_id: str | None = None,
+) -> uuid.UUID:
+    """Start an enrichment run over `companies` (ids of the tenant's companies, or dicts with
+    `name` and/or `domain`) and return its id at once. `options` override the feature flags
+    (`enable_tavily_fallback`, `enable_apify_linkedin`, `enable_lusha_fallback`) for this run."""
+    tenant = check_tenant(tenant_id)
+    flags = EnrichmentOptions.resolve(options)
+    parsed = parse_companies(companies)
+    ids = [c for c in parsed if isinstance(c, int)]
+    missing = sorted(set(ids) - set(companies_by_id(tenant, ids)))
+    if missing:
+        raise InputError(f"tenant {tenant} has no companies with ids {missing}")
+
+    given = [c for c in parsed if isinstance(c, CompanyInput) and (c.name or c.domain)]
+    new_ids = iter(upsert_companies(tenant, [CompanyRef(None, c.name, c.domain) for c in given]))
+    keys = []
+    for index, company in enumerate(parsed):
+        if isinstance(company, int):
+            keys.append(f"company:{company}")
+        elif company.name or company.domain:
+            keys.append(f"company:{next(new_ids)}")
+        else:
+            keys.append(f"input:{index + 1}")
+
+    cid = correlation_id or current_correlation_id() or uuid.uuid4().hex
+    run_id = runs.create_run(
+        tenant, RunKind.ENRICHMENT, keys, correlation_id=cid, options=flags.model_dump()
+    )
+    from workers.app import app
+
+    app.send_task(
+        "tasks.enrichment.start_run", args=[str(run_id)], headers={"x_correlation_id": cid}
+    )
+    return run_id

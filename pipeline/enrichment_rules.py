@@ -1,0 +1,83 @@
+"""The enrichment fallback rules as pure functions over a step's context.
+
+The Celery steps (`tasks/enrichment.py`) call vendors; everything they decide — which
+vendor is next, which reason a failure earns, what an item's status is — lives here, where a
+unit test can read it against the spec without a worker. Feature flags come from the run's
+own `options` (in the context), fixed when the run was enqueued.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.db.models import ItemStatus
+from pipeline.errors import CircuitOpenError, VendorError
+
+Context = dict[str, Any]
+
+# The reason a step writes when its vendor failed for good (after retries).
+REASON_ON_FAILURE = {
+    "crawler": "CRAWL_ERROR",
+    "search": "TAVILY_FAIL",
+    "apify_linkedin": "APIFY_LINKEDIN_FAIL",
+    "lusha": "LUSHA_FAIL",
+    "zerobounce": "ZEROBOUNCE_DEFER",
+}
+DATA_EMPTY = "DATA_EMPTY:no_domain_name"
+CRAWL_SHORTFALLS = ("CRAWL_THIN", "CRAWL_ERROR", "CRAWL_SKIPPED:no_domain", "CIRCUIT_OPEN:crawler")
+
+
+def annotate(ctx: Context, reason: str, *, stop: bool = False) -> Context:
+    """A copy of `ctx` with `reason` added (once); `stop` ends the work for this item."""
+    reasons = ctx["reasons"] if reason in ctx["reasons"] else [*ctx["reasons"], reason]
+    return {**ctx, "reasons": reasons, **({"stop": True} if stop else {})}
+
+
+def reason_for(exc: VendorError) -> str:
+    """An open breaker cost no call and says so; any other final failure names its step."""
+    if isinstance(exc, CircuitOpenError):
+        return f"CIRCUIT_OPEN:{exc.vendor}"
+    return REASON_ON_FAILURE.get(exc.vendor, f"{exc.vendor.upper()}_FAIL")
+
+
+def crawl_fell_short(ctx: Context) -> bool:
+    return any(reason in ctx["reasons"] for reason in CRAWL_SHORTFALLS)
+
+
+def search_query(ctx: Context) -> str:
+    company = ctx["company"]
+    return " ".join(part for part in (company["name"], company["domain"]) if part)
+
+
+def primary_contact_vendor(ctx: Context) -> str:
+    return "apify_linkedin" if ctx["options"]["enable_apify_linkedin"] else "lusha"
+
+
+def wants_search(ctx: Context) -> bool:
+    return (
+        not ctx.get("stop") and ctx["options"]["enable_tavily_fallback"] and crawl_fell_short(ctx)
+    )
+
+
+def contact_vendor(ctx: Context, role: str) -> str | None:
+    """Which contact vendor the `primary` or `fallback` step should ask, if any.
+
+    Contacts are looked for only when the company has none yet and has a domain. The
+    fallback (Lusha, when `ENABLE_LUSHA_FALLBACK`) runs only after the primary was asked and
+    failed or was refused by its open breaker — i.e. left no contacts in the context.
+    """
+    if ctx.get("stop") or ctx.get("had_contacts") or not ctx["company"]["domain"]:
+        return None
+    primary = primary_contact_vendor(ctx)
+    if role == "primary":
+        return primary
+    fallback_on = ctx["options"]["enable_lusha_fallback"]
+    if fallback_on and primary != "lusha" and ctx.get("contacts") is None:
+        return "lusha"
+    return None
+
+
+def item_status(ctx: Context) -> ItemStatus:
+    if DATA_EMPTY in ctx["reasons"]:
+        return ItemStatus.FAILED
+    return ItemStatus.DEGRADED if ctx["reasons"] else ItemStatus.SUCCEEDED

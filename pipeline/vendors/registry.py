@@ -1,0 +1,38 @@
+"""The process's vendor clients, built once from settings (rebuilt after a fork)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pipeline.settings import get_settings
+from pipeline.vendors.contacts import ApifyLinkedinClient, ContactsClient, LushaClient
+from pipeline.vendors.crawler import CrawlerClient
+from pipeline.vendors.search import SearchClient
+from pipeline.vendors.zerobounce import ZeroBounceClient
+
+
+@lru_cache(maxsize=1)
+def crawler() -> CrawlerClient:
+    return CrawlerClient(get_settings())
+
+
+@lru_cache(maxsize=1)
+def search() -> SearchClient:
+    return SearchClient(get_settings())
+
+
+@lru_cache(maxsize=2)
+def contacts(vendor: str) -> ContactsClient:
+    kinds = {"apify_linkedin": ApifyLinkedinClient, "lusha": LushaClient}
+    return kinds[vendor](get_settings())
+
+
+@lru_cache(maxsize=1)
+def zerobounce() -> ZeroBounceClient:
+    return ZeroBounceClient(get_settings())
+
+
+def forget_clients() -> None:
+    """Drop pooled connections inherited across a fork."""
+    for builder in (crawler, search, contacts, zerobounce):
+        builder.cache_clear()

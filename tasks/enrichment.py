@@ -1,0 +1,174 @@
+"""Enrichment: for each company, a Celery chain of steps — the spec's fallback chain.
+
+    check_input → crawl_site → search_web → find_contacts(primary) → find_contacts(fallback)
+                → verify_emails → record_item
+
+Each step takes and returns a small context (ids, what was found, reasons). A step whose
+vendor fails for good does not stop the chain: it writes down why (`CRAWL_ERROR`,
+`CIRCUIT_OPEN:<vendor>`, ...) and passes the context on; the next steps decide from the
+context whether a fallback is due. The last step records the item and, when it was the
+run's last, closes the run (`pipeline.runs.close_run_if_done`) — a latch on durable item
+states instead of a chord, whose callback never runs if one header task is lost.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import structlog
+from celery import Signature, chain
+
+from pipeline import companies, runs
+from pipeline.db.models import ItemStatus
+from pipeline.enrichment_rules import (
+    Context,
+    annotate,
+    contact_vendor,
+    item_status,
+    reason_for,
+    search_query,
+    wants_search,
+)
+from pipeline.errors import VendorError
+from pipeline.vendors import registry as vendors
+from workers.app import app
+from workers.resilient_task import ResilientTask
+
+log = structlog.get_logger(__name__)
+
+
+class EnrichmentStep(ResilientTask):
+    """A step that, once its vendor has failed for good, annotates the context and goes on."""
+
+    def give_up(self, exc: VendorError, ctx: Context, *args: Any, **kwargs: Any) -> Context:
+        return annotate(ctx, reason_for(exc))
+
+
+def enrichment_chain(ctx: Context) -> Signature:
+    return chain(
+        check_input.s(ctx),
+        crawl_site.s(),
+        search_web.s(),
+        find_contacts.s(role="primary"),
+        find_contacts.s(role="fallback"),
+        verify_emails.s(),
+        record_item.s(),
+    )
+
+
+@app.task(base=ResilientTask, bind=True, name="tasks.enrichment.start_run")
+def start_run(self: ResilientTask, run_id: str) -> int:
+    """Send one chain per pending item of the run (safe to run twice: items are claimed)."""
+    with runs.claiming_pending_items(uuid.UUID(run_id)) as (run, items):
+        ids = [int(key.split(":", 1)[1]) for _, key in items if key.startswith("company:")]
+        known = companies.companies_by_id(run.tenant_id, ids)
+        for item_id, key in items:
+            company = known.get(int(key.split(":", 1)[1])) if key.startswith("company:") else None
+            ctx: Context = {
+                "run_id": run_id,
+                "item_id": item_id,
+                "tenant_id": run.tenant_id,
+                "company": company.as_dict()
+                if company
+                else {"id": None, "name": None, "domain": None},
+                "options": run.options,
+                "reasons": [],
+            }
+            enrichment_chain(ctx).apply_async()
+    runs.mark_running(uuid.UUID(run_id))
+    return len(items)
+
+
+@app.task(base=EnrichmentStep, bind=True, name="tasks.enrichment.check_input")
+def check_input(self: EnrichmentStep, ctx: Context) -> Context:
+    company = ctx["company"]
+    if not company["domain"] and not company["name"]:
+        return annotate(ctx, "DATA_EMPTY:no_domain_name", stop=True)
+    had = company["id"] is not None and companies.has_contacts(company["id"])
+    return {**ctx, "had_contacts": had}
+
+
+@app.task(base=EnrichmentStep, bind=True, name="tasks.enrichment.crawl_site")
+def crawl_site(self: EnrichmentStep, ctx: Context) -> Context:
+    if ctx.get("stop"):
+        return ctx
+    tenant, domain = ctx["tenant_id"], ctx["company"]["domain"]
+    if not domain:
+        return annotate(ctx, "CRAWL_SKIPPED:no_domain")
+    crawl = self.call_vendor(
+        tenant, "crawler", lambda: vendors.crawler().crawl(tenant, domain), run_id=ctx["run_id"]
+    )
+    ctx = {**ctx, "site_text_length": crawl.text_length}
+    return annotate(ctx, "CRAWL_THIN") if crawl.thin else ctx
+
+
+@app.task(base=EnrichmentStep, bind=True, name="tasks.enrichment.search_web")
+def search_web(self: EnrichmentStep, ctx: Context) -> Context:
+    if not wants_search(ctx):
+        return ctx
+    tenant, query = ctx["tenant_id"], search_query(ctx)
+    results = self.call_vendor(
+        tenant, "search", lambda: vendors.search().search(tenant, query), run_id=ctx["run_id"]
+    )
+    return {**ctx, "search_results": len(results)}
+
+
+@app.task(base=EnrichmentStep, bind=True, name="tasks.enrichment.find_contacts")
+def find_contacts(self: EnrichmentStep, ctx: Context, role: str) -> Context:
+    vendor = contact_vendor(ctx, role)
+    if vendor is None:
+        return ctx
+    tenant, company = ctx["tenant_id"], ctx["company"]
+    found = self.call_vendor(
+        tenant,
+        vendor,
+        lambda: vendors.contacts(vendor).find(
+            tenant, domain=company["domain"], name=company["name"]
+        ),
+        run_id=ctx["run_id"],
+    )
+    return {**ctx, "contacts": [contact.as_dict() for contact in found]}
+
+
+@app.task(base=EnrichmentStep, bind=True, name="tasks.enrichment.verify_emails")
+def verify_emails(self: EnrichmentStep, ctx: Context) -> Context:
+    found = ctx.get("contacts") or []
+    emails = [c["email"] for c in found if not c.get("email_status")]
+    if ctx.get("stop") or not emails:
+        return ctx
+    tenant = ctx["tenant_id"]
+    statuses = self.call_vendor(
+        tenant,
+        "zerobounce",
+        lambda: vendors.zerobounce().verify(tenant, emails),
+        run_id=ctx["run_id"],
+    )
+    verified = [
+        {**c, "email_status": statuses.get(c["email"], c.get("email_status"))} for c in found
+    ]
+    return {**ctx, "contacts": verified}
+
+
+@app.task(base=ResilientTask, bind=True, name="tasks.enrichment.record_item")
+def record_item(self: ResilientTask, ctx: Context) -> dict[str, Any]:
+    """Write what was found and the item's outcome; close the run after its last item."""
+    status, reasons = item_status(ctx), ctx["reasons"]
+    company_id = ctx["company"]["id"]
+    if company_id is not None and status != ItemStatus.FAILED:
+        contacts = [
+            {**c, "email_status": c.get("email_status") or "unknown"}
+            for c in ctx.get("contacts") or []
+        ]
+        companies.save_enrichment(
+            ctx["tenant_id"],
+            company_id,
+            site_text_length=ctx.get("site_text_length"),
+            search_results=ctx.get("search_results"),
+            contacts=contacts,
+        )
+    runs.finish_item(ctx["item_id"], status, reasons)
+    closed = runs.close_run_if_done(uuid.UUID(ctx["run_id"]))
+    if closed is not None:
+        log.info("run.finished", run_id=ctx["run_id"], status=closed.status)
+    return {"item_id": ctx["item_id"], "status": status, "reasons": reasons}
