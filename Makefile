@@ -1,10 +1,10 @@
-# The two commands README promises: `make test` and `make bench`.
+# The commands README promises: `make test`, `make bench`, `make demo`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install services test bench lint clean
+.PHONY: install services test bench demo lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: install services
 
 bench: install services
 	$(BIN)/python benchmarks/breaker_overhead.py
+	$(BIN)/python benchmarks/enrichment_throughput.py
+
+demo: install
+	$(BIN)/pipeline demo
 
 lint: install
 	$(BIN)/ruff check .

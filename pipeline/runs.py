@@ -19,6 +19,8 @@ from sqlalchemy import case, func, select, update
 from pipeline.db.engine import session_scope
 from pipeline.db.models import ItemStatus, Run, RunItem, RunKind, RunStatus, VendorCall, utcnow
 
+TERMINAL = (ItemStatus.SUCCEEDED, ItemStatus.DEGRADED, ItemStatus.FAILED, ItemStatus.DEAD)
+
 
 @dataclass(frozen=True)
 class RunView:
@@ -68,6 +70,18 @@ def claiming_pending_items(run_id: uuid.UUID) -> Iterator[tuple[Run, list[tuple[
         yield run, [(item_id, key) for item_id, key in claimed]
 
 
+def progress(run_id: uuid.UUID) -> tuple[int, int]:
+    """(items finished, items in all) of a run."""
+    with session_scope() as session:
+        done, total = session.execute(
+            select(
+                func.count().filter(RunItem.status.in_(TERMINAL)),
+                func.count(),
+            ).where(RunItem.run_id == run_id)
+        ).one()
+        return int(done), int(total)
+
+
 def item_ids(run_id: uuid.UUID) -> dict[str, int]:
     with session_scope() as session:
         rows = session.execute(select(RunItem.item_key, RunItem.id).where(RunItem.run_id == run_id))
@@ -111,9 +125,6 @@ def finish_item(item_id: int, status: ItemStatus, reasons: Iterable[str] = ()) -
             .where(RunItem.id == item_id)
             .values(status=status, degraded_reasons=",".join(reasons), updated_at=utcnow())
         )
-
-
-TERMINAL = (ItemStatus.SUCCEEDED, ItemStatus.DEGRADED, ItemStatus.FAILED, ItemStatus.DEAD)
 
 
 def mark_running(run_id: uuid.UUID) -> None:

@@ -116,11 +116,18 @@ class Settings(BaseSettings):
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("broker_url", "result_backend", "redis_url")
+    @field_validator("broker_url", "redis_url")
     @classmethod
     def _redis_like_url(cls, value: str) -> str:
         if urlsplit(value).scheme not in _BROKER_SCHEMES:
             raise ValueError(f"expected a URL with scheme {'/'.join(sorted(_BROKER_SCHEMES))}")
+        return value
+
+    @field_validator("result_backend")
+    @classmethod
+    def _result_backend(cls, value: str) -> str:
+        if urlsplit(value).scheme not in _RESULT_SCHEMES:
+            raise ValueError(f"expected a URL with scheme {'/'.join(sorted(_RESULT_SCHEMES))}")
         return value
 
     @field_validator("database_url")
@@ -196,6 +203,7 @@ class Settings(BaseSettings):
 
 
 _BROKER_SCHEMES = {"redis", "rediss", "memory", "amqp", "pyamqp"}
+_RESULT_SCHEMES = {"redis", "rediss", "cache+memory", "rpc"}
 # Values of these are never echoed in an error: they may hold passwords or keys.
 _SECRET_FIELDS = {
     "broker_url",

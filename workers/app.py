@@ -28,7 +28,9 @@ TASK_MODULES: tuple[str, ...] = ("tasks.enrichment",)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    transport = {"visibility_timeout": settings.broker_visibility_timeout_s}
+    transport: dict[str, Any] = {"visibility_timeout": settings.broker_visibility_timeout_s}
+    if settings.broker_url.startswith("memory://"):
+        transport["polling_interval"] = 0.01  # in-process queues: poll often, it is cheap
     return {
         "broker_url": settings.broker_url,
         "result_backend": settings.result_backend,
@@ -65,6 +67,10 @@ def create_app(settings: Settings | None = None) -> Celery:
 
 try:
     app = create_app()
+    # The product's one app, also for threads that never had it set as current (an in-process
+    # worker's pool threads): otherwise a chain's next step is sent through Celery's default
+    # app, to its default broker.
+    app.set_default()
 except SettingsError as exc:  # a bad environment: say which variable, not a traceback
     print(f"pipeline worker: {exc}", file=sys.stderr)
     raise SystemExit(2) from None

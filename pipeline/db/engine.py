@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.settings import get_settings
@@ -21,9 +22,21 @@ _sessions: dict[str, sessionmaker[Session]] = {}
 def engine_for(url: str) -> Engine:
     engine = _engines.get(url)
     if engine is None:
-        connect_args = {"check_same_thread": False} if url.startswith("sqlite") else {}
-        engine = _engines[url] = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+        if url.startswith("sqlite"):
+            engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+            event.listen(engine, "connect", _sqlite_for_many_threads)
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+        _engines[url] = engine
     return engine
+
+
+def _sqlite_for_many_threads(connection: Any, _record: Any) -> None:
+    """WAL lets readers work beside the one writer; the embedded worker has many threads."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 @contextmanager

@@ -9,7 +9,8 @@ A `Fault` names one vendor and optionally one tenant. It has two kinds of effect
 
 Which calls strike: all of them while the vendor is `down` or inside the `outage` window;
 otherwise a seeded draw below `error_rate`. A fault with `times` retires after striking
-that many calls ("the next two calls fail"). A fault that names a failure (`status`,
+that many calls ("the next two calls fail"); one with `skip` lets that many calls through
+first ("the vendor goes down after its 100th call"). A fault that names a failure (`status`,
 `hang_s` or `drop`) but no `error_rate` strikes every call; a fault that only shapes never
 strikes. Outside its `outage` window a fault is inactive altogether.
 
@@ -62,6 +63,7 @@ class Fault(BaseModel):
     erp_reject_fields: list[str] = Field(default_factory=list)
     down: bool = False
     times: int | None = Field(default=None, ge=1)  # strike this many calls, then retire
+    skip: int = Field(default=0, ge=0)  # let this many calls through before striking
 
     @model_validator(mode="after")
     def _vendor_named(self) -> Fault:
@@ -121,11 +123,13 @@ class FaultBook:
         self._lock = threading.Lock()
         self._faults: dict[tuple[str, int | None], Fault] = {}
         self._streams: dict[tuple[str, int], random.Random] = {}
+        self._skipped: dict[tuple[str, int | None], int] = {}
 
     def set(self, fault: Fault) -> None:
         """Put `fault` in force, replacing any fault for the same vendor and tenant."""
         with self._lock:
             self._faults[(fault.vendor, fault.tenant)] = fault
+            self._skipped[(fault.vendor, fault.tenant)] = 0
 
     def clear(self) -> None:
         """Remove every fault; the draw streams carry on, so later calls stay reproducible."""
@@ -149,11 +153,22 @@ class FaultBook:
             fault = self._most_specific_active(vendor, tenant, now)
             if fault is None:
                 return NO_FAULT
+            if self._skipping(fault):
+                return Verdict(fault=fault, strikes=False)
             always = fault.down or fault.outage is not None
             strikes = always or draw < fault.strike_rate
             if strikes and fault.times is not None:
                 self._count_strike(fault)
         return Verdict(fault=fault, strikes=strikes)
+
+    def _skipping(self, fault: Fault) -> bool:
+        """Caller holds the lock. Count a call against the fault's `skip` allowance."""
+        key = (fault.vendor, fault.tenant)
+        seen = self._skipped.get(key, 0)
+        if seen >= fault.skip:
+            return False
+        self._skipped[key] = seen + 1
+        return True
 
     def _count_strike(self, fault: Fault) -> None:
         """Caller holds the lock. Retire a `times` fault after its last strike."""

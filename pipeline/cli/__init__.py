@@ -1,0 +1,40 @@
+"""`pipeline` — the command line. Bad input ends with a message and exit code 2, never a
+traceback; an unreachable dependency with exit code 3.
+
+Each group of commands is a module here with a `register(subparsers)` function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from pipeline.cli import demo, ops, runs, simulator
+from pipeline.cli.common import EXIT_USAGE
+from pipeline.errors import PipelineError
+
+COMMAND_GROUPS = (ops, runs, simulator, demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pipeline", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for group in COMMAND_GROUPS:
+        group.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except PipelineError as exc:
+        print(f"pipeline: {exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""`pipeline enrich --tenant T --file companies.csv [--wait]` and `pipeline runs show RUN_ID`."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from pipeline.cli.common import EXIT_FAILED, EXIT_OK, tenant_id
+from pipeline.errors import InputError
+
+CSV_COLUMNS = ("id", "name", "domain")
+FINISHED = ("succeeded", "degraded", "failed")
+
+
+def register(sub: Any) -> None:
+    enrich = sub.add_parser("enrich", help="enqueue an enrichment run from a CSV file")
+    enrich.add_argument("--tenant", type=tenant_id, required=True)
+    enrich.add_argument(
+        "--file", type=Path, required=True, help="CSV with columns name,domain (or id)"
+    )
+    enrich.add_argument("--wait", action="store_true", help="wait for the run and show it")
+    enrich.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits")
+    enrich.set_defaults(run=enrich_command)
+
+    show = sub.add_parser("runs", help="runs").add_subparsers(dest="runs_cmd", required=True)
+    cmd = show.add_parser("show", help="a run, its items and their reasons")
+    cmd.add_argument("run_id")
+    cmd.set_defaults(run=show_command)
+
+
+def read_companies(path: Path) -> list[int | dict[str, Any]]:
+    """Companies from a CSV file; a row with an `id` names an existing company."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = [c.strip().lower() for c in reader.fieldnames or []]
+            if not columns:
+                raise InputError(f"{path}: the file is empty")
+            unknown = [c for c in columns if c not in CSV_COLUMNS]
+            if unknown:
+                expected = ", ".join(CSV_COLUMNS)
+                raise InputError(
+                    f"{path}: unknown columns {', '.join(unknown)} (expected {expected})"
+                )
+            reader.fieldnames = columns
+            rows = list(reader)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{path}: not a CSV file ({exc})") from None
+    if not rows:
+        raise InputError(f"{path}: no companies (a header but no rows)")
+    companies: list[int | dict[str, Any]] = []
+    for line, row in enumerate(rows, start=2):
+        ident = (row.get("id") or "").strip()
+        if ident:
+            if not ident.isdigit():
+                raise InputError(f"{path}, line {line}: id must be an integer, got {ident!r}")
+            companies.append(int(ident))
+        else:
+            companies.append({"name": row.get("name") or "", "domain": row.get("domain") or ""})
+    return companies
+
+
+def enrich_command(args: argparse.Namespace) -> int:
+    from pipeline import enqueue_enrichment
+
+    run_id = enqueue_enrichment(args.tenant, read_companies(args.file))
+    print(f"enqueued run {run_id}")
+    if not args.wait:
+        return EXIT_OK
+    view = wait_for(run_id, args.timeout)
+    from pipeline.cli.render import run_details
+
+    Console().print(run_details(view))
+    return EXIT_FAILED if view.run.status == "failed" else EXIT_OK
+
+
+def wait_for(run_id: uuid.UUID, timeout: float) -> Any:
+    from pipeline.runs import get_run
+
+    deadline = time.monotonic() + timeout
+    while True:
+        view = get_run(run_id)
+        if view is not None and view.run.status in FINISHED:
+            return view
+        if time.monotonic() > deadline:
+            raise InputError(f"run {run_id} did not finish within {timeout:.0f}s (it goes on)")
+        time.sleep(0.2)
+
+
+def show_command(args: argparse.Namespace) -> int:
+    from pipeline.cli.render import run_details
+    from pipeline.runs import get_run
+
+    try:
+        run_id = uuid.UUID(args.run_id)
+    except ValueError:
+        raise InputError(f"not a run id: {args.run_id!r}") from None
+    view = get_run(run_id)
+    if view is None:
+        raise InputError(f"no run {run_id}")
+    Console().print(run_details(view))
+    return EXIT_OK

@@ -1,0 +1,95 @@
+"""The command line as a user meets it: real subprocesses, real worker, clear errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.processes import REPO
+
+
+def pipeline(
+    *args: str, env: dict[str, str] | None = None, cwd: Path = REPO
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        cwd=cwd,
+        env=env if env is not None else dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def csv_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "companies.csv"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.usefixtures("integration_env")
+@pytest.mark.parametrize(
+    ("content", "tenant", "message"),
+    [
+        ("name,website\nAcme,acme.com\n", "7", "unknown columns website"),
+        ("", "7", "the file is empty"),
+        ("name,domain\n", "7", "no companies"),
+        ("id,name\nabc,Acme\n", "7", "id must be an integer"),
+        ("name,domain\nAcme,acme.com\n", "seven", "tenant must be a positive integer"),
+    ],
+    ids=["unknown-column", "empty-file", "header-only", "bad-id", "bad-tenant"],
+)
+def test_bad_input_exits_2_with_a_message_and_no_traceback(
+    tmp_path: Path, content: str, tenant: str, message: str
+) -> None:
+    result = pipeline("enrich", "--tenant", tenant, "--file", str(csv_file(tmp_path, content)))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.usefixtures("integration_env")
+def test_a_missing_file_is_named(tmp_path: Path) -> None:
+    result = pipeline("enrich", "--tenant", "7", "--file", str(tmp_path / "nope.csv"))
+    assert (result.returncode, "cannot read" in result.stderr) == (2, True)
+
+
+@pytest.mark.usefixtures("worker")
+def test_enrich_waits_and_shows_each_item_with_its_reason(tmp_path: Path, tenant: int) -> None:
+    path = csv_file(tmp_path, f"name,domain\nAcme,acme-{tenant}.com\n,\n")
+    result = pipeline("enrich", "--tenant", str(tenant), "--file", str(path), "--wait")
+    assert result.returncode == 0, result.stderr
+    assert "degraded" in result.stdout
+    assert "DATA_EMPTY:no_domain_name" in result.stdout
+    run_id = result.stdout.split("enqueued run ")[1].split()[0]
+
+    shown = pipeline("runs", "show", run_id)
+    assert shown.returncode == 0
+    assert "DATA_EMPTY:no_domain_name" in shown.stdout and "succeeded" in shown.stdout
+
+
+@pytest.mark.usefixtures("integration_env")
+@pytest.mark.parametrize(
+    ("run_id", "message"), [("not-a-uuid", "not a run id"), ("0" * 32, "no run")]
+)
+def test_runs_show_names_a_bad_or_unknown_run(run_id: str, message: str) -> None:
+    result = pipeline("runs", "show", run_id)
+    assert result.returncode == 2 and message in result.stderr
+
+
+def test_the_demo_runs_embedded_with_nothing_configured(tmp_path: Path) -> None:
+    """`pipeline demo` with no broker or database configured: in-process everything."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"BROKER_URL", "DATABASE_URL", "REDIS_URL", "RESULT_BACKEND"}
+    }
+    result = pipeline("demo", "--companies", "30", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "mode: embedded" in result.stdout
+    assert "CIRCUIT_OPEN:apify_linkedin" in result.stdout
+    assert "tenant B: no CIRCUIT_OPEN" in result.stdout
