@@ -78,3 +78,20 @@ def test_reset_restarts_the_draws_but_clear_does_not() -> None:
     book.clear()
     book.set(Fault(vendor="lusha", error_rate=0.5))
     assert strikes(book, "lusha", 1, 10) != first
+
+
+def test_a_fault_with_skip_lets_that_many_calls_through_then_strikes() -> None:
+    from pipeline.simulator.faults import Fault, FaultBook
+
+    book = FaultBook(seed=1)
+    book.set(Fault(vendor="crm", tenant=3, status=503, skip=2))
+    assert [book.verdict("crm", 3, 0.0).strikes for _ in range(4)] == [False, False, True, True]
+    assert book.verdict("crm", 4, 0.0).strikes is False, "another tenant is untouched"
+
+
+def test_a_fault_with_times_retires_after_that_many_strikes() -> None:
+    from pipeline.simulator.faults import Fault, FaultBook
+
+    book = FaultBook(seed=1)
+    book.set(Fault(vendor="crm", tenant=3, status=503, times=2))
+    assert [book.verdict("crm", 3, 0.0).strikes for _ in range(4)] == [True, True, False, False]
