@@ -12,9 +12,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
-from pipeline.db.engine import session_scope
+from pipeline.db.engine import joined, session_scope
 from pipeline.db.models import Company, Contact, utcnow
 from pipeline.db.upsert import insert_for
 
@@ -66,9 +67,16 @@ def companies_by_id(tenant_id: int, ids: Iterable[int]) -> dict[int, CompanyRef]
         return {c.id: CompanyRef(c.id, c.name, c.domain) for c in rows}
 
 
-def has_contacts(company_id: int) -> bool:
+def with_contacts(company_ids: Iterable[int]) -> set[int]:
+    """Which of `company_ids` already have contacts (one query for a whole run)."""
     with session_scope() as session:
-        return bool(session.scalar(select(exists().where(Contact.company_id == company_id))))
+        return set(
+            session.scalars(
+                select(Contact.company_id)
+                .where(Contact.company_id.in_(set(company_ids)))
+                .distinct()
+            )
+        )
 
 
 def save_enrichment(
@@ -78,9 +86,10 @@ def save_enrichment(
     site_text_length: int | None,
     search_results: int | None,
     contacts: Iterable[dict[str, Any]],
+    session: Session | None = None,
 ) -> None:
     """Write what enrichment found (idempotent: contacts upsert on (company, email))."""
-    with session_scope() as session:
+    with joined(session) as session:
         session.execute(
             update(Company)
             .where(Company.id == company_id)

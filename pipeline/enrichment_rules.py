@@ -27,6 +27,17 @@ DATA_EMPTY = "DATA_EMPTY:no_domain_name"
 CRAWL_SHORTFALLS = ("CRAWL_THIN", "CRAWL_ERROR", "CRAWL_SKIPPED:no_domain", "CIRCUIT_OPEN:crawler")
 
 
+EMPTY_COMPANY: dict[str, Any] = {"id": None, "name": None, "domain": None}
+
+
+def precondition(ctx: Context) -> Context:
+    """No domain and no name: nothing to look for; the item fails with `DATA_EMPTY`."""
+    company = ctx["company"]
+    if not company["domain"] and not company["name"]:
+        return annotate(ctx, DATA_EMPTY, stop=True)
+    return ctx
+
+
 def annotate(ctx: Context, reason: str, *, stop: bool = False) -> Context:
     """A copy of `ctx` with `reason` added (once); `stop` ends the work for this item."""
     reasons = ctx["reasons"] if reason in ctx["reasons"] else [*ctx["reasons"], reason]
@@ -57,6 +68,11 @@ def wants_search(ctx: Context) -> bool:
     return (
         not ctx.get("stop") and ctx["options"]["enable_tavily_fallback"] and crawl_fell_short(ctx)
     )
+
+
+def contact_fallback_possible(options: dict[str, Any]) -> bool:
+    """Whether a run's options allow a second contact vendor at all."""
+    return bool(options["enable_lusha_fallback"]) and bool(options["enable_apify_linkedin"])
 
 
 def contact_vendor(ctx: Context, role: str) -> str | None:

@@ -14,9 +14,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, func, insert, select, update
+from sqlalchemy.orm import Session
 
-from pipeline.db.engine import session_scope
+from pipeline.db.engine import joined, session_scope
 from pipeline.db.models import ItemStatus, Run, RunItem, RunKind, RunStatus, VendorCall, utcnow
 
 TERMINAL = (ItemStatus.SUCCEEDED, ItemStatus.DEGRADED, ItemStatus.FAILED, ItemStatus.DEAD)
@@ -117,14 +118,35 @@ def record_item_error(item_id: int, error_code: str) -> None:
         )
 
 
-def finish_item(item_id: int, status: ItemStatus, reasons: Iterable[str] = ()) -> None:
-    """Set an item's final status and its comma-joined degradation reasons (overwrites)."""
-    with session_scope() as session:
-        session.execute(
+def finish_item(
+    item_id: int,
+    status: ItemStatus,
+    reasons: Iterable[str] = (),
+    *,
+    session: Session | None = None,
+) -> Run | None:
+    """Give an item its final status and comma-joined reasons; returns the run if this was
+    its last open item (the run is then closed, and only this caller gets it).
+
+    Idempotent: an item already terminal is left as it is and counts nothing, so a repeated
+    last step neither double-counts the latch nor closes the run twice.
+    """
+    with joined(session) as db:
+        run_id = db.scalar(
             update(RunItem)
-            .where(RunItem.id == item_id)
+            .where(RunItem.id == item_id, RunItem.status.not_in(TERMINAL))
             .values(status=status, degraded_reasons=",".join(reasons), updated_at=utcnow())
+            .returning(RunItem.run_id)
         )
+        if run_id is None:
+            return None
+        done, total = db.execute(
+            update(Run)
+            .where(Run.id == run_id)
+            .values(items_done=Run.items_done + 1)
+            .returning(Run.items_done, Run.items_total)
+        ).one()
+        return _close(db, run_id) if done >= total else None
 
 
 def mark_running(run_id: uuid.UUID) -> None:
@@ -137,28 +159,24 @@ def mark_running(run_id: uuid.UUID) -> None:
 
 
 def close_run_if_done(run_id: uuid.UUID) -> Run | None:
-    """Finish the run once every item is terminal; returns it to exactly one caller.
+    """Close a run whose items are all terminal (e.g. a run with no items left to work)."""
+    with session_scope() as db:
+        done, total = db.execute(
+            select(Run.items_done, Run.items_total).where(Run.id == run_id)
+        ).one()
+        return _close(db, run_id) if done >= total else None
 
-    Called after each item; the conditional UPDATE (`status = running`) lets only one of
-    several concurrent last items close the run, so what follows a run happens once.
-    """
-    with session_scope() as session:
-        open_items = session.scalar(
-            select(func.count())
-            .select_from(RunItem)
-            .where(RunItem.run_id == run_id, RunItem.status.not_in(TERMINAL))
-        )
-        if open_items:
-            return None
-        summary = _summary(session, run_id)
-        closed = session.execute(
-            update(Run)
-            .where(Run.id == run_id, Run.status.in_((RunStatus.PENDING, RunStatus.RUNNING)))
-            .values(**summary, finished_at=utcnow())
-        )
-        if closed.rowcount != 1:  # type: ignore[attr-defined]
-            return None
-        return session.get_one(Run, run_id)
+
+def _close(db: Session, run_id: uuid.UUID) -> Run | None:
+    """The conditional UPDATE (`status` still open) lets exactly one caller close a run."""
+    closed = db.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status.in_((RunStatus.PENDING, RunStatus.RUNNING)))
+        .values(**_summary(db, run_id), finished_at=utcnow())
+    )
+    if closed.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return db.get_one(Run, run_id)
 
 
 def finalize_run(run_id: uuid.UUID) -> Run:
@@ -251,15 +269,17 @@ def record_vendor_call(
     error_code: str | None = None,
     run_id: uuid.UUID | None = None,
 ) -> None:
+    """One row per call (a plain INSERT: this runs on every vendor call)."""
     with session_scope() as session:
-        session.add(
-            VendorCall(
+        session.execute(
+            insert(VendorCall).values(
                 run_id=run_id,
                 tenant_id=tenant_id,
                 vendor=vendor,
                 ok=ok,
                 error_code=error_code,
                 latency_ms=latency_ms,
+                at=utcnow(),
             )
         )
 

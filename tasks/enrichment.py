@@ -1,7 +1,10 @@
 """Enrichment: for each company, a Celery chain of steps — the spec's fallback chain.
 
-    check_input → crawl_site → search_web → find_contacts(primary) → find_contacts(fallback)
-                → verify_emails → record_item
+    crawl_site → search_web → find_contacts(primary) → [find_contacts(fallback)]
+               → verify_emails → record_item
+
+The precondition (a company needs a domain or a name) is checked when the run starts: an
+item that fails it is recorded there and then, with no chain to send.
 
 Each step takes and returns a small context (ids, what was found, reasons). A step whose
 vendor fails for good does not stop the chain: it writes down why (`CRAWL_ERROR`,
@@ -20,12 +23,15 @@ import structlog
 from celery import Signature, chain
 
 from pipeline import companies, runs
-from pipeline.db.models import ItemStatus
+from pipeline.db.engine import session_scope
 from pipeline.enrichment_rules import (
+    EMPTY_COMPANY,
     Context,
     annotate,
+    contact_fallback_possible,
     contact_vendor,
     item_status,
+    precondition,
     reason_for,
     search_query,
     wants_search,
@@ -39,54 +45,55 @@ log = structlog.get_logger(__name__)
 
 
 class EnrichmentStep(ResilientTask):
-    """A step that, once its vendor has failed for good, annotates the context and goes on."""
+    """A step that, once its vendor has failed for good, annotates the context and goes on.
+
+    Results travel in the chain's messages; nothing reads a result backend, so none is
+    written (`ignore_result`)."""
+
+    ignore_result = True
 
     def give_up(self, exc: VendorError, ctx: Context, *args: Any, **kwargs: Any) -> Context:
         return annotate(ctx, reason_for(exc))
 
 
 def enrichment_chain(ctx: Context) -> Signature:
-    return chain(
-        check_input.s(ctx),
-        crawl_site.s(),
-        search_web.s(),
-        find_contacts.s(role="primary"),
-        find_contacts.s(role="fallback"),
-        verify_emails.s(),
-        record_item.s(),
-    )
+    """The steps one company goes through (a step the run's options rule out is left out)."""
+    steps = [crawl_site.s(ctx), search_web.s(), find_contacts.s(role="primary")]
+    if contact_fallback_possible(ctx["options"]):
+        steps.append(find_contacts.s(role="fallback"))
+    return chain(*steps, verify_emails.s(), record_item.s())
 
 
-@app.task(base=ResilientTask, bind=True, name="tasks.enrichment.start_run")
+@app.task(base=ResilientTask, bind=True, ignore_result=True, name="tasks.enrichment.start_run")
 def start_run(self: ResilientTask, run_id: str) -> int:
-    """Send one chain per pending item of the run (safe to run twice: items are claimed)."""
+    """Check each pending item's input and send its chain (safe to run twice: items are
+    claimed). An item that fails the precondition is recorded at once, with no chain."""
+    failed_at_once: list[Context] = []
     with runs.claiming_pending_items(uuid.UUID(run_id)) as (run, items):
         ids = [int(key.split(":", 1)[1]) for _, key in items if key.startswith("company:")]
         known = companies.companies_by_id(run.tenant_id, ids)
+        have_contacts = companies.with_contacts(ids)
         for item_id, key in items:
             company = known.get(int(key.split(":", 1)[1])) if key.startswith("company:") else None
-            ctx: Context = {
-                "run_id": run_id,
-                "item_id": item_id,
-                "tenant_id": run.tenant_id,
-                "company": company.as_dict()
-                if company
-                else {"id": None, "name": None, "domain": None},
-                "options": run.options,
-                "reasons": [],
-            }
-            enrichment_chain(ctx).apply_async()
+            ctx = precondition(
+                {
+                    "run_id": run_id,
+                    "item_id": item_id,
+                    "tenant_id": run.tenant_id,
+                    "company": company.as_dict() if company else EMPTY_COMPANY,
+                    "had_contacts": company is not None and company.id in have_contacts,
+                    "options": run.options,
+                    "reasons": [],
+                }
+            )
+            if ctx.get("stop"):
+                failed_at_once.append(ctx)
+            else:
+                enrichment_chain(ctx).apply_async()
     runs.mark_running(uuid.UUID(run_id))
+    for ctx in failed_at_once:
+        runs.finish_item(ctx["item_id"], item_status(ctx), ctx["reasons"])
     return len(items)
-
-
-@app.task(base=EnrichmentStep, bind=True, name="tasks.enrichment.check_input")
-def check_input(self: EnrichmentStep, ctx: Context) -> Context:
-    company = ctx["company"]
-    if not company["domain"] and not company["name"]:
-        return annotate(ctx, "DATA_EMPTY:no_domain_name", stop=True)
-    had = company["id"] is not None and companies.has_contacts(company["id"])
-    return {**ctx, "had_contacts": had}
 
 
 @app.task(base=EnrichmentStep, bind=True, name="tasks.enrichment.crawl_site")
@@ -150,25 +157,24 @@ def verify_emails(self: EnrichmentStep, ctx: Context) -> Context:
     return {**ctx, "contacts": verified}
 
 
-@app.task(base=ResilientTask, bind=True, name="tasks.enrichment.record_item")
-def record_item(self: ResilientTask, ctx: Context) -> dict[str, Any]:
-    """Write what was found and the item's outcome; close the run after its last item."""
+@app.task(base=EnrichmentStep, bind=True, name="tasks.enrichment.record_item")
+def record_item(self: EnrichmentStep, ctx: Context) -> dict[str, Any]:
+    """Write what was found and the item's outcome, in one transaction; the run's last item
+    closes the run."""
     status, reasons = item_status(ctx), ctx["reasons"]
-    company_id = ctx["company"]["id"]
-    if company_id is not None and status != ItemStatus.FAILED:
-        contacts = [
-            {**c, "email_status": c.get("email_status") or "unknown"}
-            for c in ctx.get("contacts") or []
-        ]
+    contacts = [
+        {**c, "email_status": c.get("email_status") or "unknown"} for c in ctx.get("contacts") or []
+    ]
+    with session_scope() as session:
         companies.save_enrichment(
             ctx["tenant_id"],
-            company_id,
+            ctx["company"]["id"],
             site_text_length=ctx.get("site_text_length"),
             search_results=ctx.get("search_results"),
             contacts=contacts,
+            session=session,
         )
-    runs.finish_item(ctx["item_id"], status, reasons)
-    closed = runs.close_run_if_done(uuid.UUID(ctx["run_id"]))
+        closed = runs.finish_item(ctx["item_id"], status, reasons, session=session)
     if closed is not None:
         log.info("run.finished", run_id=ctx["run_id"], status=closed.status)
     return {"item_id": ctx["item_id"], "status": status, "reasons": reasons}

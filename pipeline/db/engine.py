@@ -26,7 +26,8 @@ def engine_for(url: str) -> Engine:
             engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
             event.listen(engine, "connect", _sqlite_for_many_threads)
         else:
-            engine = create_engine(url, pool_pre_ping=True)
+            # No pre-ping: it costs a round trip on every checkout; recycle instead.
+            engine = create_engine(url, pool_recycle=1800)
         _engines[url] = engine
     return engine
 
@@ -55,6 +56,16 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+@contextmanager
+def joined(session: Session | None) -> Iterator[Session]:
+    """`session` if the caller has one (its transaction, its commit), else a new scope."""
+    if session is not None:
+        yield session
+        return
+    with session_scope() as own:
+        yield own
 
 
 def dispose_engines() -> None:

@@ -80,6 +80,8 @@ class Run(Base):
     items_degraded: Mapped[int] = mapped_column(Integer, default=0)
     items_failed: Mapped[int] = mapped_column(Integer, default=0)
     items_dead: Mapped[int] = mapped_column(Integer, default=0)
+    # Items that reached a terminal state: the latch that closes the run at items_total.
+    items_done: Mapped[int] = mapped_column(Integer, default=0)
     # The feature flags the run was started with: a run behaves the same from start to end,
     # whatever happens to the workers' settings meanwhile.
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
