@@ -284,6 +284,25 @@ def record_vendor_call(
         )
 
 
+def record_vendor_calls(calls: Iterable[dict[str, Any]], *, session: Session | None = None) -> None:
+    """Several calls' rows in one INSERT (calls collected by a job and written with its item)."""
+    rows = [
+        {
+            "run_id": uuid.UUID(str(c["run_id"])) if c.get("run_id") else None,
+            "tenant_id": c["tenant_id"],
+            "vendor": c["vendor"],
+            "ok": c["ok"],
+            "error_code": c.get("error_code"),
+            "latency_ms": c["latency_ms"],
+            "at": utcnow(),
+        }
+        for c in calls
+    ]
+    if rows:
+        with joined(session) as db:
+            db.execute(insert(VendorCall), rows)
+
+
 def get_run(run_id: uuid.UUID) -> RunView | None:
     with session_scope() as session:
         run = session.get(Run, run_id)

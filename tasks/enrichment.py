@@ -17,7 +17,8 @@ states instead of a chord, whose callback never runs if one header task is lost.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import structlog
 from celery import Signature, chain
@@ -42,6 +43,7 @@ from workers.app import app
 from workers.resilient_task import ResilientTask
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 
 class EnrichmentStep(ResilientTask):
@@ -54,6 +56,24 @@ class EnrichmentStep(ResilientTask):
 
     def give_up(self, exc: VendorError, ctx: Context, *args: Any, **kwargs: Any) -> Context:
         return annotate(ctx, reason_for(exc))
+
+    def ask(self, ctx: Context, vendor: str, request: Callable[[], T]) -> tuple[T, Context]:
+        """One guarded vendor call for this item: its answer, and the context with the call's
+        stats added. A successful call's stats ride in the context and are written with the
+        item (`record_item`), saving a commit per call; a failed one is written at once,
+        since the step may be retried or give up."""
+        collected: list[dict[str, Any]] = []
+
+        def keep(**call: Any) -> None:
+            if call["ok"]:
+                collected.append({**call, "run_id": str(call["run_id"])})
+            else:
+                runs.record_vendor_call(**call)
+
+        answer = self.call_vendor(
+            ctx["tenant_id"], vendor, request, run_id=ctx["run_id"], record=keep
+        )
+        return answer, {**ctx, "calls": [*ctx.get("calls", []), *collected]}
 
 
 def enrichment_chain(ctx: Context) -> Signature:
@@ -103,9 +123,7 @@ def crawl_site(self: EnrichmentStep, ctx: Context) -> Context:
     tenant, domain = ctx["tenant_id"], ctx["company"]["domain"]
     if not domain:
         return annotate(ctx, "CRAWL_SKIPPED:no_domain")
-    crawl = self.call_vendor(
-        tenant, "crawler", lambda: vendors.crawler().crawl(tenant, domain), run_id=ctx["run_id"]
-    )
+    crawl, ctx = self.ask(ctx, "crawler", lambda: vendors.crawler().crawl(tenant, domain))
     ctx = {**ctx, "site_text_length": crawl.text_length}
     return annotate(ctx, "CRAWL_THIN") if crawl.thin else ctx
 
@@ -115,9 +133,7 @@ def search_web(self: EnrichmentStep, ctx: Context) -> Context:
     if not wants_search(ctx):
         return ctx
     tenant, query = ctx["tenant_id"], search_query(ctx)
-    results = self.call_vendor(
-        tenant, "search", lambda: vendors.search().search(tenant, query), run_id=ctx["run_id"]
-    )
+    results, ctx = self.ask(ctx, "search", lambda: vendors.search().search(tenant, query))
     return {**ctx, "search_results": len(results)}
 
 
@@ -127,13 +143,12 @@ def find_contacts(self: EnrichmentStep, ctx: Context, role: str) -> Context:
     if vendor is None:
         return ctx
     tenant, company = ctx["tenant_id"], ctx["company"]
-    found = self.call_vendor(
-        tenant,
+    found, ctx = self.ask(
+        ctx,
         vendor,
         lambda: vendors.contacts(vendor).find(
             tenant, domain=company["domain"], name=company["name"]
         ),
-        run_id=ctx["run_id"],
     )
     return {**ctx, "contacts": [contact.as_dict() for contact in found]}
 
@@ -145,12 +160,7 @@ def verify_emails(self: EnrichmentStep, ctx: Context) -> Context:
     if ctx.get("stop") or not emails:
         return ctx
     tenant = ctx["tenant_id"]
-    statuses = self.call_vendor(
-        tenant,
-        "zerobounce",
-        lambda: vendors.zerobounce().verify(tenant, emails),
-        run_id=ctx["run_id"],
-    )
+    statuses, ctx = self.ask(ctx, "zerobounce", lambda: vendors.zerobounce().verify(tenant, emails))
     verified = [
         {**c, "email_status": statuses.get(c["email"], c.get("email_status"))} for c in found
     ]
@@ -174,6 +184,7 @@ def record_item(self: EnrichmentStep, ctx: Context) -> dict[str, Any]:
             contacts=contacts,
             session=session,
         )
+        runs.record_vendor_calls(ctx.get("calls", []), session=session)
         closed = runs.finish_item(ctx["item_id"], status, reasons, session=session)
     if closed is not None:
         log.info("run.finished", run_id=ctx["run_id"], status=closed.status)

@@ -28,7 +28,7 @@ import celery
 import structlog
 
 from pipeline.errors import VendorError
-from pipeline.resilience.guard import vendor_guard
+from pipeline.resilience.guard import CallRecorder, vendor_guard
 from pipeline.resilience.retry import RetryPolicy
 from pipeline.settings import get_settings
 
@@ -95,7 +95,8 @@ class ResilientTask(celery.Task):
         fn: Callable[[], T],
         *,
         run_id: uuid.UUID | str | None = None,
+        record: CallRecorder | None = None,
     ) -> T:
         """One request to `vendor` for `tenant_id`, through the tenant's breaker and the
         vendor's bulkhead; `requests` errors arrive as `VendorError`s."""
-        return vendor_guard().call(tenant_id, vendor, fn, run_id=run_id)
+        return vendor_guard().call(tenant_id, vendor, fn, run_id=run_id, record=record)

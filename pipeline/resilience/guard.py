@@ -61,9 +61,14 @@ class VendorGuard:
         fn: Callable[[], T],
         *,
         run_id: uuid.UUID | str | None = None,
+        record: CallRecorder | None = None,
     ) -> T:
-        """Run `fn` (one request to `vendor`) under every guard. Raises `VendorError`s only."""
+        """Run `fn` (one request to `vendor`) under every guard. Raises `VendorError`s only.
+
+        `record` replaces the guard's recorder for this call (e.g. to collect the stats and
+        write them later, with other rows, in one transaction)."""
         breaker = self._breakers(tenant_id, vendor)
+        recorder = record or self._record
 
         def attempt() -> T:
             with self._slots(vendor):
@@ -72,23 +77,30 @@ class VendorGuard:
                     result = fn()
                 except Exception as exc:
                     error = _as_vendor_error(exc, vendor)
-                    self._stat(tenant_id, vendor, started, run_id, getattr(error, "code", "ERROR"))
+                    code = getattr(error, "code", "ERROR")
+                    self._stat(recorder, tenant_id, vendor, started, run_id, code)
                     if error is exc:
                         raise
                     raise error from None
-                self._stat(tenant_id, vendor, started, run_id, None)
+                self._stat(recorder, tenant_id, vendor, started, run_id, None)
                 return result
 
         return breaker.call(attempt)
 
     def _stat(
-        self, tenant_id: int, vendor: str, started: float, run_id: Any, error_code: str | None
+        self,
+        recorder: CallRecorder | None,
+        tenant_id: int,
+        vendor: str,
+        started: float,
+        run_id: Any,
+        error_code: str | None,
     ) -> None:
         """Stats are bookkeeping: failing to write them must not fail the vendor call."""
-        if self._record is None:
+        if recorder is None:
             return
         try:
-            self._record(
+            recorder(
                 tenant_id=tenant_id,
                 vendor=vendor,
                 ok=error_code is None,
