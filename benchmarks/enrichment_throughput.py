@@ -49,9 +49,7 @@ import argparse
 import math
 import os
 import secrets
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -62,194 +60,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import psycopg2
 import redis
 
 REPO = Path(__file__).resolve().parents[1]
-PG_ADMIN_DSN = "dbname=postgres user=postgres host=127.0.0.1 port=5432"
+sys.path.insert(0, str(REPO))  # run as a script: make the repo's packages importable
+
+from tests.support.processes import Worker, wait_until  # noqa: E402
+from tests.support.stack import environment, flushed_redis, simulator_process, throwaway_database  # noqa: E402
+
 NOOP = "bench.noop"  # registered by benchmarks/bench_app.py
 TERMINAL_RUN = {"succeeded", "degraded", "failed"}
 POLL_S = 0.05
 CONTACT_VENDOR = "apify_linkedin"
 OTHER_LOAD_WARNING = 0.2  # cores kept busy by processes not ours: say the figures are noisy
 T = TypeVar("T")
-
-
-def wait_until(check: Callable[[], T | None], *, timeout: float, what: str) -> T:
-    """Poll `check` every POLL_S until it returns something truthy; fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(POLL_S)
-
-
-# -- the stack: database, Redis, simulator, worker ---------------------------------------------
-
-
-def _pg_admin(sql: str) -> None:
-    conn = psycopg2.connect(PG_ADMIN_DSN)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
-
-
-@contextmanager
-def throwaway_database() -> Iterator[str]:
-    from pipeline.db.engine import dispose_engines
-    from pipeline.db.migrate import upgrade
-
-    name = f"pipeline_bench_{uuid.uuid4().hex[:10]}"
-    _pg_admin(f"CREATE DATABASE {name}")
-    try:
-        url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-        upgrade(url)
-        yield url
-    finally:
-        dispose_engines()
-        _pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-@contextmanager
-def flushed_redis(url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(url)
-    client.ping()  # a loud failure when Redis is down: run `make services`
-    client.flushdb()
-    try:
-        yield client
-    finally:
-        client.flushdb()
-
-
-def use_environment(env: dict[str, str]) -> None:
-    """Point this process (enqueue, polling) at the same services as the worker."""
-    from pipeline.breakers import configure_breakers
-    from pipeline.resilience.guard import configure_guard
-    from pipeline.settings import get_settings
-    from workers.app import app, celery_config
-
-    os.environ.update(env)
-    get_settings.cache_clear()
-    configure_breakers(None)
-    configure_guard(None)
-    app.conf.update(celery_config(get_settings()))
-
-
-class SimulatorProcess:
-    """The vendor simulator in a process of its own (`pipeline.simulator.serve`), driven
-    through `SimulatorAdmin`: its request threads do not share a GIL with our polling."""
-
-    def __init__(self, seed: int) -> None:
-        from pipeline.simulator import SimulatorAdmin
-
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                f"from pipeline.simulator import serve; serve(port=0, seed={seed})",
-            ],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()  # "vendor simulator listening on URL (seed S)"
-        if "listening on " not in line:
-            self.stop()
-            raise RuntimeError(f"the simulator did not start: {line!r}")
-        self.url = line.split("listening on ", 1)[1].split()[0]
-        self.admin = SimulatorAdmin(self.url)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-
-@contextmanager
-def simulator_process(seed: int) -> Iterator[SimulatorProcess]:
-    sim = SimulatorProcess(seed)
-    try:
-        yield sim
-    finally:
-        sim.admin.close()
-        sim.stop()
-
-
-class Worker:
-    """`celery -A benchmarks.bench_app worker` (prefork), in its own process group."""
-
-    def __init__(self, env: dict[str, str], log_path: Path, concurrency: int) -> None:
-        self.name = f"bench-{os.getpid()}@localhost"
-        self.log_path = log_path
-        self._log = open(log_path, "w")  # noqa: SIM115 (closed in stop())
-        command = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "benchmarks.bench_app",
-            "worker",
-            "--pool",
-            "prefork",
-            "--concurrency",
-            str(concurrency),
-            "-Q",
-            "critical,default,export",
-            "--hostname",
-            self.name,
-            "--without-mingle",
-            "--without-gossip",
-            "--loglevel",
-            "INFO",
-        ]
-        self.proc = subprocess.Popen(
-            command,
-            cwd=REPO,
-            env={**os.environ, **env, "PYTHONPATH": str(REPO)},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        from workers.app import app
-
-        def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited early:\n{self.log_path.read_text()[-3000:]}")
-            return bool(app.control.ping(destination=[self.name], timeout=0.5))
-
-        wait_until(ready, timeout=timeout, what="the worker to answer ping")
-
-    def children(self) -> list[int]:
-        out = subprocess.run(
-            ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, check=False
-        )
-        return [int(pid) for pid in out.stdout.split()]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-        self._log.close()
 
 
 # -- other load on the machine ----------------------------------------------------------------
@@ -622,7 +446,7 @@ def run(args: argparse.Namespace, log_dir: Path) -> tuple[Throughput, Outage]:
     redis_url = f"redis://127.0.0.1:6379/{args.redis_db}"
     with (
         flushed_redis(redis_url) as client,
-        throwaway_database() as database_url,
+        throwaway_database("pipeline_bench") as database_url,
         simulator_process(seed=11) as sim,
     ):
         env = {
@@ -637,24 +461,38 @@ def run(args: argparse.Namespace, log_dir: Path) -> tuple[Throughput, Outage]:
             "CB_HALF_OPEN_MAX_CALLS": "1",
             "CB_ERROR_THRESHOLD": "3",
         }
-        use_environment(env)
         print(
             f"redis db {args.redis_db}, database {database_url.rsplit('/', 1)[1]}, "
             f"simulator {sim.url}, worker: prefork x{args.concurrency}"
         )
-        worker = Worker(env, log_dir / "worker.log", args.concurrency)
-        try:
-            worker.wait_ready()
-            print("(a) throughput: warm-up, then enrichment and bare chains alternating")
-            ours = {os.getpid(), sim.proc.pid, worker.proc.pid}
-            throughput = measure_throughput(client, lambda: ours | set(worker.children()), args)
-            print("(b) outage: tenants A and B at once, A's contact vendor down for a while")
-            outage = measure_outage(sim.admin, worker.name, args)
-        except BaseException:
-            print(f"worker log (tail):\n{worker.log_path.read_text()[-3000:]}", file=sys.stderr)
-            raise
-        finally:
-            worker.stop()
+        with environment(env):
+            return measure(client, sim, env, args, log_dir)
+
+
+def measure(
+    client: redis.Redis, sim: Any, env: dict[str, str], args: argparse.Namespace, log_dir: Path
+) -> tuple[Throughput, Outage]:
+    from workers.app import app
+
+    worker = Worker(
+        env,
+        log_dir / "worker.log",
+        concurrency=args.concurrency,
+        name="bench",
+        app_module="benchmarks.bench_app",
+    )
+    try:
+        worker.wait_ready(app)
+        print("(a) throughput: warm-up, then enrichment and bare chains alternating")
+        ours = {os.getpid(), sim.proc.pid, worker.proc.pid}
+        throughput = measure_throughput(client, lambda: ours | set(worker.children()), args)
+        print("(b) outage: tenants A and B at once, A's contact vendor down for a while")
+        outage = measure_outage(sim.admin, worker.name, args)
+    except BaseException:
+        print(f"worker log (tail):\n{worker.log_path.read_text()[-3000:]}", file=sys.stderr)
+        raise
+    finally:
+        worker.stop()
     return throughput, outage
 
 

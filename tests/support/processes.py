@@ -40,10 +40,16 @@ def free_port() -> int:
 
 
 class Worker:
-    """A real `celery worker` process (prefork pool) on the test app."""
+    """A real `celery worker` process (prefork pool), in its own process group."""
 
     def __init__(
-        self, env: dict[str, str], log_path: Path, *, concurrency: int = 2, name: str = "test"
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        concurrency: int = 2,
+        name: str = "test",
+        app_module: str = "tests.integration.celery_app",
     ) -> None:
         self.name = f"{name}-{os.getpid()}@localhost"
         self.log_path = log_path
@@ -54,7 +60,7 @@ class Worker:
                 "-m",
                 "celery",
                 "-A",
-                "tests.integration.celery_app",
+                app_module,
                 "worker",
                 "--pool",
                 "prefork",
@@ -83,6 +89,13 @@ class Worker:
             return bool(app.control.ping(destination=[self.name], timeout=0.5))
 
         wait_until(ready, timeout=timeout, what=f"worker {self.name} to answer ping")
+
+    def children(self) -> list[int]:
+        """The pool's process ids."""
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, check=False
+        )
+        return [int(pid) for pid in out.stdout.split()]
 
     def log_text(self) -> str:
         self._log.flush()
