@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     bulkhead_limits: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
     bulkhead_wait_ms: int = Field(default=500, ge=0)
 
+    # Credentials at rest: comma-separated Fernet keys, newest first (pipeline.credentials)
+    pipeline_secret_key: SecretStr | None = None
+
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_json: bool = True
@@ -212,6 +215,7 @@ _SECRET_FIELDS = {
     "database_url",
     "vendor_api_keys",
     "vendor_urls",
+    "pipeline_secret_key",
 }
 
 

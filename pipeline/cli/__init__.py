@@ -10,11 +10,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pipeline.cli import demo, ops, runs, simulator
+from pipeline.cli import credentials, demo, ops, runs, simulator
 from pipeline.cli.common import EXIT_USAGE
 from pipeline.errors import PipelineError
 
-COMMAND_GROUPS = (ops, runs, simulator, demo)
+COMMAND_GROUPS = (ops, runs, simulator, demo, credentials)
 
 
 def build_parser() -> argparse.ArgumentParser:

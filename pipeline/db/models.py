@@ -177,3 +177,29 @@ class Contact(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
+
+
+class CredentialStatus(StrEnum):
+    ACTIVE = "active"
+    # A vendor refused it for good: jobs stop using it until someone stores a new one.
+    NEEDS_ATTENTION = "needs_attention"
+
+
+class Credential(Base):
+    """A tenant's credential for one vendor. Only `pipeline.credentials` reads or writes it:
+    `encrypted_secret` is a Fernet token of the secret's JSON, never the secret itself."""
+
+    __tablename__ = "credentials"
+    __table_args__ = (UniqueConstraint("tenant_id", "vendor", name="uq_credentials_tenant_vendor"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(BigInteger)
+    vendor: Mapped[str] = mapped_column(String(64))
+    encrypted_secret: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default=CredentialStatus.ACTIVE)
+    attention_reason: Mapped[str | None] = mapped_column(Text)
+    attention_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
