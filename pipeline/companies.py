@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from pipeline.db.engine import joined, session_scope
@@ -93,9 +93,9 @@ def save_enrichment(
         session.execute(
             update(Company)
             .where(Company.id == company_id)
-            .values(
-                site_text_length=site_text_length,
-                search_results=search_results,
+            .values(  # what this run did not learn keeps what an earlier run found
+                site_text_length=func.coalesce(site_text_length, Company.site_text_length),
+                search_results=func.coalesce(search_results, Company.search_results),
                 enriched_at=utcnow(),
             )
         )

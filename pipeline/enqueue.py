@@ -15,21 +15,21 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline import runs
 from pipeline.companies import CompanyRef, companies_by_id, upsert_companies
 from pipeline.correlation import current_correlation_id
 from pipeline.db.models import RunKind
-from pipeline.errors import InputError
+from pipeline.errors import DependencyUnavailableError, InputError
 from pipeline.settings import get_settings
 
 
 class CompanyInput(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    name: str | None = None
-    domain: str | None = None
+    name: str | None = Field(default=None, max_length=255)
+    domain: str | None = Field(default=None, max_length=255)
 
     @field_validator("name", "domain", mode="before")
     @classmethod
@@ -60,6 +60,8 @@ class EnrichmentOptions(BaseModel):
 
     @classmethod
     def resolve(cls, overrides: dict[str, Any] | None) -> EnrichmentOptions:
+        if overrides is not None and not isinstance(overrides, dict):
+            raise InputError(f"options must be a dict of flags, got {type(overrides).__name__}")
         settings = get_settings()
         defaults = {name: getattr(settings, name) for name in cls.model_fields}
         try:
@@ -69,8 +71,15 @@ class EnrichmentOptions(BaseModel):
             raise InputError(f"bad options: {names}") from None
 
 
+MAX_TENANT_ID = 2**63 - 1  # the tenant columns are BIGINT
+
+
 def check_tenant(tenant_id: Any) -> int:
-    if isinstance(tenant_id, bool) or not isinstance(tenant_id, int) or tenant_id <= 0:
+    if (
+        isinstance(tenant_id, bool)
+        or not isinstance(tenant_id, int)
+        or not 0 < tenant_id <= MAX_TENANT_ID
+    ):
         raise InputError(f"tenant must be a positive integer, got {tenant_id!r}")
     return tenant_id
 
@@ -94,6 +103,14 @@ def parse_companies(companies: Iterable[int | dict[str, Any]]) -> list[int | Com
             raise InputError(f"company #{index + 1}: {problems}") from None
     if not parsed:
         raise InputError("no companies given")
+    seen: dict[Any, int] = {}
+    for index, entry in enumerate(parsed):
+        key = entry if isinstance(entry, int) else (entry.domain or entry.name or None)
+        if key is None:
+            continue
+        if key in seen:  # one item per company given: a repeat would silently vanish
+            raise InputError(f"company #{index + 1} repeats company #{seen[key] + 1} ({key})")
+        seen[key] = index
     return parsed
 
 
@@ -132,7 +149,13 @@ def enqueue_enrichment(
     )
     from workers.app import app
 
-    app.send_task(
-        "tasks.enrichment.start_run", args=[str(run_id)], headers={"x_correlation_id": cid}
-    )
+    try:
+        app.send_task(
+            "tasks.enrichment.start_run", args=[str(run_id)], headers={"x_correlation_id": cid}
+        )
+    except Exception as exc:  # the broker is down: the run must not wait forever
+        runs.fail_unstarted(run_id, "ENQUEUE_FAILED")
+        raise DependencyUnavailableError(
+            f"the broker is unreachable ({type(exc).__name__}); run {run_id} marked failed"
+        ) from None
     return run_id

@@ -44,11 +44,19 @@ def annotate(ctx: Context, reason: str, *, stop: bool = False) -> Context:
     return {**ctx, "reasons": reasons, **({"stop": True} if stop else {})}
 
 
-def reason_for(exc: VendorError) -> str:
-    """An open breaker cost no call and says so; any other final failure names its step."""
-    if isinstance(exc, CircuitOpenError):
-        return f"CIRCUIT_OPEN:{exc.vendor}"
-    return REASON_ON_FAILURE.get(exc.vendor, f"{exc.vendor.upper()}_FAIL")
+CONTACT_VENDORS = ("apify_linkedin", "lusha")
+
+
+def reasons_for(exc: VendorError) -> list[str]:
+    """Why a step gave up. A final failure names its step (`CRAWL_ERROR`,
+    `ZEROBOUNCE_DEFER`, ...). An open breaker costs no call and says so,
+    `CIRCUIT_OPEN:<vendor>` — for a contact vendor instead of its failure reason (the spec's
+    rule), elsewhere beside it, so `ZEROBOUNCE_DEFER` still marks deferred emails."""
+    step_reason = REASON_ON_FAILURE.get(exc.vendor, f"{exc.vendor.upper()}_FAIL")
+    if not isinstance(exc, CircuitOpenError):
+        return [step_reason]
+    circuit = f"CIRCUIT_OPEN:{exc.vendor}"
+    return [circuit] if exc.vendor in CONTACT_VENDORS else [step_reason, circuit]
 
 
 def crawl_fell_short(ctx: Context) -> bool:

@@ -45,6 +45,13 @@ class InputError(PipelineError):
     http_status = 422
 
 
+class DependencyUnavailableError(PipelineError):
+    """Our own broker or database cannot be reached; nothing was started."""
+
+    code = "DEPENDENCY_UNAVAILABLE"
+    http_status = 503
+
+
 class VendorError(PipelineError):
     """A call to a third-party vendor failed."""
 
@@ -108,6 +115,13 @@ class VendorConnectionError(VendorTimeoutError):
     http_status = 502
 
 
+class VendorBadResponseError(VendorError):
+    """The vendor answered, but not with what its contract promises (missing fields, bad
+    JSON). A broken vendor: counted by the breaker; not retried (it would answer the same)."""
+
+    code = "BAD_RESPONSE"
+
+
 class VendorClientError(VendorError):
     """Any other 4xx: our request was wrong. Never retried, never a breaker failure."""
 
@@ -156,6 +170,15 @@ class RetriesExhaustedError(VendorError):
         )
         self.last_error = last_error
         self.attempts = attempts
+
+
+def is_transient(error: BaseException) -> bool:
+    """Worth another try later: a retryable vendor error, or our database dropping out."""
+    if isinstance(error, VendorError):
+        return error.retryable
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    return isinstance(error, OperationalError | InterfaceError)
 
 
 def _where(request: requests.Request | requests.PreparedRequest | None) -> str:

@@ -1,8 +1,9 @@
 """Recording runs, their items, and vendor calls: the one place that writes the run tables.
 
 Item writes are safe to repeat, because tasks are acked late and may run twice: an attempt
-number is set from Celery's retry count (not incremented), item outcomes overwrite, and a
-run's counts are recomputed from its items rather than incremented.
+number is set from Celery's retry count (not incremented); an item is finished once (a
+repeat finds it terminal and changes nothing), and only that first finish advances the
+run's `items_done` latch; a closing run's counts are recomputed from its items.
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ def create_run(
 
 
 @contextmanager
-def claiming_pending_items(run_id: uuid.UUID) -> Iterator[tuple[Run, list[tuple[int, str]]]]:
+def claiming_pending_items(
+    run_id: uuid.UUID,
+) -> Iterator[tuple[Run, list[tuple[int, str]], Session]]:
     """The run and its still-pending items (id, key), marked queued when the block ends.
 
     The claim commits only after the block has sent their work: if the sender dies first,
@@ -68,7 +71,7 @@ def claiming_pending_items(run_id: uuid.UUID) -> Iterator[tuple[Run, list[tuple[
             .values(status=ItemStatus.QUEUED, updated_at=utcnow())
             .returning(RunItem.id, RunItem.item_key)
         ).all()
-        yield run, [(item_id, key) for item_id, key in claimed]
+        yield run, [(item_id, key) for item_id, key in claimed], session
 
 
 def progress(run_id: uuid.UUID) -> tuple[int, int]:
@@ -125,28 +128,45 @@ def finish_item(
     *,
     session: Session | None = None,
 ) -> Run | None:
-    """Give an item its final status and comma-joined reasons; returns the run if this was
-    its last open item (the run is then closed, and only this caller gets it).
-
-    Idempotent: an item already terminal is left as it is and counts nothing, so a repeated
-    last step neither double-counts the latch nor closes the run twice.
-    """
+    """Give an item its final status and reasons; returns the run if this was its last open
+    item (the run is then closed, and only this caller gets it). See `mark_item_finished`."""
     with joined(session) as db:
-        run_id = db.scalar(
-            update(RunItem)
-            .where(RunItem.id == item_id, RunItem.status.not_in(TERMINAL))
-            .values(status=status, degraded_reasons=",".join(reasons), updated_at=utcnow())
-            .returning(RunItem.run_id)
-        )
-        if run_id is None:
-            return None
-        done, total = db.execute(
+        run_id = mark_item_finished(item_id, status, reasons, session=db)
+        return count_item_done(run_id, session=db) if run_id is not None else None
+
+
+def mark_item_finished(
+    item_id: int, status: ItemStatus, reasons: Iterable[str], *, session: Session
+) -> uuid.UUID | None:
+    """Set a still-open item's final status and comma-joined reasons; its run's id, or None
+    when the item was already terminal (a repeated last step: the caller writes nothing)."""
+    return session.scalar(
+        update(RunItem)
+        .where(RunItem.id == item_id, RunItem.status.not_in(TERMINAL))
+        .values(status=status, degraded_reasons=",".join(reasons), updated_at=utcnow())
+        .returning(RunItem.run_id)
+    )
+
+
+def count_item_done(run_id: uuid.UUID, *, session: Session) -> Run | None:
+    """Advance the run's latch by one finished item; close the run at the last one."""
+    done, total = session.execute(
+        update(Run)
+        .where(Run.id == run_id)
+        .values(items_done=Run.items_done + 1)
+        .returning(Run.items_done, Run.items_total)
+    ).one()
+    return _close(session, run_id) if done >= total else None
+
+
+def fail_unstarted(run_id: uuid.UUID, reason: str) -> None:
+    """A run whose work could not be handed to the workers: failed, with why."""
+    with session_scope() as session:
+        session.execute(
             update(Run)
-            .where(Run.id == run_id)
-            .values(items_done=Run.items_done + 1)
-            .returning(Run.items_done, Run.items_total)
-        ).one()
-        return _close(db, run_id) if done >= total else None
+            .where(Run.id == run_id, Run.status == RunStatus.PENDING)
+            .values(status=RunStatus.FAILED, degraded_reasons=reason, finished_at=utcnow())
+        )
 
 
 def mark_running(run_id: uuid.UUID) -> None:
@@ -156,15 +176,6 @@ def mark_running(run_id: uuid.UUID) -> None:
             .where(Run.id == run_id, Run.status == RunStatus.PENDING)
             .values(status=RunStatus.RUNNING, started_at=utcnow())
         )
-
-
-def close_run_if_done(run_id: uuid.UUID) -> Run | None:
-    """Close a run whose items are all terminal (e.g. a run with no items left to work)."""
-    with session_scope() as db:
-        done, total = db.execute(
-            select(Run.items_done, Run.items_total).where(Run.id == run_id)
-        ).one()
-        return _close(db, run_id) if done >= total else None
 
 
 def _close(db: Session, run_id: uuid.UUID) -> Run | None:
@@ -179,18 +190,7 @@ def _close(db: Session, run_id: uuid.UUID) -> Run | None:
     return db.get_one(Run, run_id)
 
 
-def finalize_run(run_id: uuid.UUID) -> Run:
-    """Recompute a run's counts and status from its items, whatever its status was."""
-    with session_scope() as session:
-        session.execute(
-            update(Run)
-            .where(Run.id == run_id)
-            .values(**_summary(session, run_id), finished_at=utcnow())
-        )
-        return session.get_one(Run, run_id)
-
-
-def _summary(session: Any, run_id: uuid.UUID) -> dict[str, Any]:
+def _summary(session: Session, run_id: uuid.UUID) -> dict[str, Any]:
     """Counts, status and reasons from the items; latency figures from `vendor_calls`.
 
     `succeeded` when no item has a reason, `degraded` when some do, `failed` only when no
@@ -231,7 +231,7 @@ def _summary(session: Any, run_id: uuid.UUID) -> dict[str, Any]:
     }
 
 
-def vendor_stats(session: Any, run_id: uuid.UUID) -> dict[str, dict[str, float]]:
+def vendor_stats(session: Session, run_id: uuid.UUID) -> dict[str, dict[str, float]]:
     """Per vendor: calls, errors, p50 and p95 latency (nearest rank), for one run."""
     latencies: dict[str, list[float]] = {}
     errors: dict[str, int] = {}

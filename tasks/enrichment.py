@@ -10,7 +10,7 @@ Each step takes and returns a small context (ids, what was found, reasons). A st
 vendor fails for good does not stop the chain: it writes down why (`CRAWL_ERROR`,
 `CIRCUIT_OPEN:<vendor>`, ...) and passes the context on; the next steps decide from the
 context whether a fallback is due. The last step records the item and, when it was the
-run's last, closes the run (`pipeline.runs.close_run_if_done`) — a latch on durable item
+run's last, closes the run (`pipeline.runs.finish_item`) — a latch on durable item
 states instead of a chord, whose callback never runs if one header task is lost.
 """
 
@@ -25,6 +25,7 @@ from celery import Signature, chain
 
 from pipeline import companies, runs
 from pipeline.db.engine import session_scope
+from pipeline.db.models import ItemStatus
 from pipeline.enrichment_rules import (
     EMPTY_COMPANY,
     Context,
@@ -33,7 +34,7 @@ from pipeline.enrichment_rules import (
     contact_vendor,
     item_status,
     precondition,
-    reason_for,
+    reasons_for,
     search_query,
     wants_search,
 )
@@ -55,7 +56,31 @@ class EnrichmentStep(ResilientTask):
     ignore_result = True
 
     def give_up(self, exc: VendorError, ctx: Context, *args: Any, **kwargs: Any) -> Context:
-        return annotate(ctx, reason_for(exc))
+        for reason in reasons_for(exc):
+            ctx = annotate(ctx, reason)
+        return ctx
+
+    def on_failure(self, exc: Any, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        """A step failed with something no reason covers (a bug, the database gone for good):
+        the item is recorded `dead` with `STEP_ERROR:<code>` and the calls it made, so the run
+        still finishes and nothing is silently lost."""
+        ctx = args[0] if args and isinstance(args[0], dict) else None
+        if ctx is None or "item_id" not in ctx:
+            return
+        code = getattr(exc, "code", type(exc).__name__)
+        try:
+            with session_scope() as session:
+                run_id = runs.mark_item_finished(
+                    ctx["item_id"],
+                    ItemStatus.DEAD,
+                    [*ctx["reasons"], f"STEP_ERROR:{code}"],
+                    session=session,
+                )
+                if run_id is not None:
+                    runs.record_vendor_calls(ctx.get("calls", []), session=session)
+                    runs.count_item_done(run_id, session=session)
+        except Exception as error:  # the database itself is gone: the DLQ (issue 5) takes over
+            log.error("item.not_recorded_dead", item_id=ctx["item_id"], error=type(error).__name__)
 
     def ask(self, ctx: Context, vendor: str, request: Callable[[], T]) -> tuple[T, Context]:
         """One guarded vendor call for this item: its answer, and the context with the call's
@@ -88,8 +113,7 @@ def enrichment_chain(ctx: Context) -> Signature:
 def start_run(self: ResilientTask, run_id: str) -> int:
     """Check each pending item's input and send its chain (safe to run twice: items are
     claimed). An item that fails the precondition is recorded at once, with no chain."""
-    failed_at_once: list[Context] = []
-    with runs.claiming_pending_items(uuid.UUID(run_id)) as (run, items):
+    with runs.claiming_pending_items(uuid.UUID(run_id)) as (run, items, session):
         ids = [int(key.split(":", 1)[1]) for _, key in items if key.startswith("company:")]
         known = companies.companies_by_id(run.tenant_id, ids)
         have_contacts = companies.with_contacts(ids)
@@ -106,13 +130,11 @@ def start_run(self: ResilientTask, run_id: str) -> int:
                     "reasons": [],
                 }
             )
-            if ctx.get("stop"):
-                failed_at_once.append(ctx)
+            if ctx.get("stop"):  # recorded in the claim's own transaction
+                runs.finish_item(item_id, item_status(ctx), ctx["reasons"], session=session)
             else:
                 enrichment_chain(ctx).apply_async()
     runs.mark_running(uuid.UUID(run_id))
-    for ctx in failed_at_once:
-        runs.finish_item(ctx["item_id"], item_status(ctx), ctx["reasons"])
     return len(items)
 
 
@@ -176,6 +198,9 @@ def record_item(self: EnrichmentStep, ctx: Context) -> dict[str, Any]:
         {**c, "email_status": c.get("email_status") or "unknown"} for c in ctx.get("contacts") or []
     ]
     with session_scope() as session:
+        run_id = runs.mark_item_finished(ctx["item_id"], status, reasons, session=session)
+        if run_id is None:  # a repeated delivery: the item was recorded already
+            return {"item_id": ctx["item_id"], "status": "already-recorded"}
         companies.save_enrichment(
             ctx["tenant_id"],
             ctx["company"]["id"],
@@ -185,7 +210,7 @@ def record_item(self: EnrichmentStep, ctx: Context) -> dict[str, Any]:
             session=session,
         )
         runs.record_vendor_calls(ctx.get("calls", []), session=session)
-        closed = runs.finish_item(ctx["item_id"], status, reasons, session=session)
+        closed = runs.count_item_done(run_id, session=session)
     if closed is not None:
         log.info("run.finished", run_id=ctx["run_id"], status=closed.status)
     return {"item_id": ctx["item_id"], "status": status, "reasons": reasons}

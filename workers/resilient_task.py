@@ -4,7 +4,8 @@
     def push(self, tenant_id, item_id, ...):
         self.call_vendor(tenant_id, "crm", lambda: client.upsert(batch))
 
-- Retries: Celery's autoretry catches any `VendorError`; our `retry()` asks the one
+- Retries: Celery's autoretry catches any `VendorError` (and our database dropping out:
+  `OperationalError`, `InterfaceError`); our `retry()` asks the one
   `RetryPolicy` whether and how long, and gives Celery an exact ETA (millisecond precision,
   not Celery's whole-second backoff). A non-retryable error fails at once; a retryable one
   that outlasts the policy fails as `RetriesExhaustedError` carrying the last error's code.
@@ -26,6 +27,7 @@ from typing import Any, ClassVar, TypeVar
 
 import celery
 import structlog
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from pipeline.errors import VendorError
 from pipeline.resilience.guard import CallRecorder, vendor_guard
@@ -37,7 +39,7 @@ T = TypeVar("T")
 
 
 class ResilientTask(celery.Task):
-    autoretry_for = (VendorError,)
+    autoretry_for = (VendorError, OperationalError, InterfaceError)
     acks_late = True
     reject_on_worker_lost = True
     give_up: Callable[..., Any] | None = None
@@ -69,7 +71,7 @@ class ResilientTask(celery.Task):
         max_retries: int | None = None,
         **options: Any,
     ) -> Any:
-        if isinstance(exc, VendorError) and countdown is None and eta is None:
+        if exc is not None and countdown is None and eta is None:
             attempt = self.request.retries + 1
             delay = self.policy.delay_for(attempt, exc, key=self.request.id or "")
             if delay is None:
@@ -84,7 +86,7 @@ class ResilientTask(celery.Task):
                 attempt=attempt,
                 countdown_ms=round(delay * 1000),
                 eta=eta.isoformat(),
-                error_code=exc.code,
+                error_code=getattr(exc, "code", type(exc).__name__),
             )
         return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
 

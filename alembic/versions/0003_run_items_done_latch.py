@@ -19,6 +19,12 @@ def upgrade() -> None:
     op.add_column(
         "runs", sa.Column("items_done", sa.Integer(), nullable=False, server_default="0")
     )
+    # Runs in flight during the upgrade: count what their items already finished.
+    op.execute(
+        "UPDATE runs SET items_done = (SELECT count(*) FROM run_items "
+        "WHERE run_items.run_id = runs.id "
+        "AND run_items.status IN ('succeeded', 'degraded', 'failed', 'dead'))"
+    )
 
 
 def downgrade() -> None:

@@ -10,9 +10,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+import sqlalchemy.exc
+
 from pipeline.cli import credentials, demo, ops, runs, simulator
-from pipeline.cli.common import EXIT_USAGE
-from pipeline.errors import PipelineError
+from pipeline.cli.common import EXIT_UNAVAILABLE, EXIT_USAGE
+from pipeline.errors import DependencyUnavailableError, PipelineError
 
 COMMAND_GROUPS = (ops, runs, simulator, demo, credentials)
 
@@ -29,9 +31,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args))
+    except DependencyUnavailableError as exc:
+        print(f"pipeline: {exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     except PipelineError as exc:
         print(f"pipeline: {exc.code}: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
+    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
+        print(f"pipeline: the database is unreachable ({type(exc.orig).__name__})", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     except KeyboardInterrupt:
         return 130
 

@@ -15,7 +15,7 @@ def tenant_id(value: str) -> int:
         raise argparse.ArgumentTypeError(
             f"tenant must be a positive integer, got {value!r}"
         ) from None
-    if tenant <= 0:
+    if not 0 < tenant <= 2**63 - 1:
         raise argparse.ArgumentTypeError(f"tenant must be a positive integer, got {value!r}")
     return tenant
 

@@ -60,7 +60,7 @@ def read_companies(path: Path) -> list[int | dict[str, Any]]:
     for line, row in enumerate(rows, start=2):
         ident = (row.get("id") or "").strip()
         if ident:
-            if not ident.isdigit():
+            if not (ident.isascii() and ident.isdigit()):
                 raise InputError(f"{path}, line {line}: id must be an integer, got {ident!r}")
             companies.append(int(ident))
         else:

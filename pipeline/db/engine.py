@@ -23,11 +23,16 @@ def engine_for(url: str) -> Engine:
     engine = _engines.get(url)
     if engine is None:
         if url.startswith("sqlite"):
-            engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+            engine = create_engine(
+                url,
+                connect_args={"check_same_thread": False, "timeout": 30},
+                hide_parameters=True,
+            )
             event.listen(engine, "connect", _sqlite_for_many_threads)
         else:
-            # No pre-ping: it costs a round trip on every checkout; recycle instead.
-            engine = create_engine(url, pool_recycle=1800)
+            # Pre-ping: a connection dropped by a Postgres restart is replaced, not used.
+            # hide_parameters: SQL errors must not carry contacts' data into logs.
+            engine = create_engine(url, pool_pre_ping=True, pool_recycle=1800, hide_parameters=True)
         _engines[url] = engine
     return engine
 

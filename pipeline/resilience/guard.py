@@ -5,7 +5,8 @@
 - the tenant's breaker decides first (an open breaker costs no call and no slot);
 - a bulkhead slot caps calls in flight to the vendor across all workers;
 - `requests` errors become `VendorError`s *without* their cause attached: a requests
-  exception's text holds the full URL, query string (API key) included;
+  exception's text holds the full URL, query string (API key) included; an answer the
+  client cannot read becomes `VendorBadResponseError`;
 - every call that reached the vendor is recorded (calls, errors, latency); refusals by the
   breaker or the bulkhead reached nobody and are not.
 """
@@ -21,7 +22,12 @@ from typing import Any, Protocol, TypeVar
 import requests
 import structlog
 
-from pipeline.errors import VendorConnectionError, classify
+from pipeline.errors import (
+    VendorBadResponseError,
+    VendorConnectionError,
+    VendorError,
+    classify,
+)
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -113,9 +119,16 @@ class VendorGuard:
 
 
 def _as_vendor_error(exc: Exception, vendor: str) -> Exception:
+    if isinstance(exc, VendorError):
+        return exc
     if isinstance(exc, requests.RequestException):
         return classify(exc, vendor) or VendorConnectionError(
             f"{vendor} request failed ({type(exc).__name__})", vendor=vendor
+        )
+    if isinstance(exc, (KeyError, ValueError, TypeError, AttributeError, IndexError)):
+        # the answer did not have the shape the client reads: the vendor's fault, not ours
+        return VendorBadResponseError(
+            f"{vendor} answered something unreadable ({type(exc).__name__})", vendor=vendor
         )
     return exc
 

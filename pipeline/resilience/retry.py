@@ -24,7 +24,12 @@ from typing import Any, TypeVar
 
 import tenacity
 
-from pipeline.errors import RetriesExhaustedError, VendorError, VendorRateLimitError
+from pipeline.errors import (
+    RetriesExhaustedError,
+    VendorError,
+    VendorRateLimitError,
+    is_transient,
+)
 from pipeline.settings import Settings
 
 T = TypeVar("T")
@@ -64,7 +69,7 @@ class RetryPolicy:
         return min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
 
     def will_retry(self, attempt: int, error: BaseException) -> bool:
-        if attempt >= self.max_attempts or not getattr(error, "retryable", False):
+        if attempt >= self.max_attempts or not is_transient(error):
             return False
         retry_after = getattr(error, "retry_after_s", None)
         # Waiting longer than the cap would outlive the broker's visibility timeout.

@@ -11,7 +11,7 @@ from pipeline.enrichment_rules import (
     contact_vendor,
     crawl_fell_short,
     item_status,
-    reason_for,
+    reasons_for,
     search_query,
     wants_search,
 )
@@ -46,12 +46,22 @@ def ctx(**changes: Any) -> dict[str, Any]:
     ],
 )
 def test_each_vendors_final_failure_earns_its_reason(vendor: str, reason: str) -> None:
-    assert reason_for(VendorServerError("x", vendor=vendor)) == reason
-    assert reason_for(VendorTimeoutError("x", vendor=vendor)) == reason
+    assert reasons_for(VendorServerError("x", vendor=vendor)) == [reason]
+    assert reasons_for(VendorTimeoutError("x", vendor=vendor)) == [reason]
 
 
-def test_an_open_breaker_is_named_as_such() -> None:
-    assert reason_for(CircuitOpenError("open", vendor="lusha")) == "CIRCUIT_OPEN:lusha"
+def test_an_open_contact_breaker_is_named_instead_of_the_failure() -> None:
+    assert reasons_for(CircuitOpenError("open", vendor="lusha")) == ["CIRCUIT_OPEN:lusha"]
+
+
+@pytest.mark.parametrize(
+    ("vendor", "reason"), [("zerobounce", "ZEROBOUNCE_DEFER"), ("crawler", "CRAWL_ERROR")]
+)
+def test_elsewhere_an_open_breaker_keeps_the_steps_own_reason(vendor: str, reason: str) -> None:
+    assert reasons_for(CircuitOpenError("open", vendor=vendor)) == [
+        reason,
+        f"CIRCUIT_OPEN:{vendor}",
+    ]
 
 
 def test_annotate_adds_each_reason_once_and_can_stop() -> None:
