@@ -121,6 +121,10 @@ class VendorGuard:
 def _as_vendor_error(exc: Exception, vendor: str) -> Exception:
     if isinstance(exc, VendorError):
         return exc
+    if isinstance(exc, ValueError) and isinstance(exc, requests.RequestException):
+        return VendorBadResponseError(
+            f"{vendor} answered something that is not JSON", vendor=vendor
+        )
     if isinstance(exc, requests.RequestException):
         return classify(exc, vendor) or VendorConnectionError(
             f"{vendor} request failed ({type(exc).__name__})", vendor=vendor

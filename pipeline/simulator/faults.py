@@ -3,6 +3,7 @@
 A `Fault` names one vendor and optionally one tenant. It has two kinds of effect:
 
 - *shaping*, applied to every call while the fault is active: `latency_ms`, `thin` crawls,
+  `garbage` (a 200 whose body is not JSON),
   `reject_records` (CRM batch), `erp_reject_fields` (ERP create/write);
 - a *strike*, which makes one call fail: answered with `status` (default 503, with
   Retry-After when `retry_after` is set), after `hang_s` seconds, or not at all (`drop`).
@@ -59,6 +60,7 @@ class Fault(BaseModel):
     drop: bool = False
     outage: Outage | None = None
     thin: bool = False
+    garbage: bool = False  # answer 200 with a body that is not the vendor's JSON
     reject_records: list[str] = Field(default_factory=list)
     erp_reject_fields: list[str] = Field(default_factory=list)
     down: bool = False

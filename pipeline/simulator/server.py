@@ -153,6 +153,8 @@ class SimulatorRequestHandler(BaseHTTPRequestHandler):
         self._pause(verdict.latency_s)
         if verdict.fault is None or not verdict.strikes:
             answer = vendor_answer(route, call)
+            if verdict.fault is not None and verdict.fault.garbage and answer.ok:
+                answer = Answer(200, b"<html>502 Bad Gateway (but sent as 200)</html>", "text/html")
             if not answer.ok:
                 simulator.call_stats.count_error(route.vendor, call.tenant)
             self._send(answer)

@@ -14,7 +14,8 @@ import pytest
 from pipeline import enqueue_enrichment, runs
 from pipeline.breakers import breaker_for
 from pipeline.companies import contacts_of
-from pipeline.db.models import Run
+from pipeline.db.engine import session_scope
+from pipeline.db.models import Company, RunKind, VendorCall
 from pipeline.errors import InputError
 from pipeline.simulator import Simulator
 from tests.support.processes import wait_until
@@ -213,6 +214,9 @@ def test_two_tenants_are_isolated(simulator: Simulator, tenant: int) -> None:
         (7, [{"name": "A", "website": "a.com"}], "website"),
         (7, [{"domain": "not a domain"}], "not a domain"),
         (7, [10**12], "has no companies with ids"),
+        (7, [{"domain": "a.com"}, {"domain": "A.com"}], "repeats company #1"),
+        (7, [{"name": "x" * 300}], "at most 255"),
+        (2**63, [{"name": "A"}], "tenant must be a positive integer"),
     ],
 )
 def test_bad_input_is_refused_with_a_clear_message(
@@ -227,4 +231,78 @@ def test_companies_can_be_given_by_id(tenant: int) -> None:
     company_id = int(first.items[0].item_key.split(":")[1])
     again = finished(enqueue_enrichment(tenant, [company_id]))
     assert again.items[0].item_key == f"company:{company_id}"
-    assert isinstance(again.run, Run)
+    assert again.items[0].status == "succeeded"
+
+
+def test_an_unreadable_answer_is_a_bad_response_not_a_lost_item(
+    simulator: Simulator, tenant: int
+) -> None:
+    simulator.set_fault(vendor="crawler", tenant=tenant, garbage=True)
+    view = finished(enqueue_enrichment(tenant, [company(1, tenant)]))
+    assert reasons(view) == [["CRAWL_ERROR"]], "the search fallback then served the item"
+    assert calls(simulator, "crawler", tenant) == 1, "a bad answer is not retried"
+    assert calls(simulator, "search", tenant) == 1
+    assert view.items[0].status == "degraded"
+
+
+def test_an_open_verification_breaker_still_defers_the_emails(tenant: int) -> None:
+    breaker_for(tenant, "zerobounce").open()
+    view = finished(enqueue_enrichment(tenant, [company(1, tenant)]))
+    assert reasons(view) == [["ZEROBOUNCE_DEFER", "CIRCUIT_OPEN:zerobounce"]]
+    company_id = int(view.items[0].item_key.split(":")[1])
+    assert {c.email_status for c in contacts_of(company_id)} == {"unknown"}
+
+
+def test_a_repeated_record_step_writes_nothing_twice(tenant: int) -> None:
+    from tasks.enrichment import record_item
+
+    view = finished(enqueue_enrichment(tenant, [company(1, tenant)]))
+    item, company_id = view.items[0], int(view.items[0].item_key.split(":")[1])
+    with session_scope() as session:
+        before = session.query(VendorCall).filter_by(run_id=view.run.id).count()
+        length = session.get_one(Company, company_id).site_text_length
+    redelivered = {
+        "run_id": str(view.run.id),
+        "item_id": item.id,
+        "tenant_id": tenant,
+        "company": {"id": company_id, "name": "x", "domain": "x.com"},
+        "options": view.run.options,
+        "reasons": ["CRAWL_THIN"],
+        "calls": [
+            {
+                "run_id": str(view.run.id),
+                "tenant_id": tenant,
+                "vendor": "crawler",
+                "ok": True,
+                "latency_ms": 1.0,
+            }
+        ],
+    }
+    assert record_item(redelivered)["status"] == "already-recorded"
+    again = runs.get_run(view.run.id)
+    assert again is not None and again.items[0].degraded_reasons == ""
+    with session_scope() as session:
+        assert session.query(VendorCall).filter_by(run_id=view.run.id).count() == before
+        assert session.get_one(Company, company_id).site_text_length == length
+
+
+def test_a_step_that_fails_unexpectedly_records_its_item_dead_and_the_run_finishes(
+    celery_app: Any, tenant: int
+) -> None:
+    run_id = runs.create_run(tenant, RunKind.ENRICHMENT, ["company:999999999"], options={})
+    item_id = runs.item_ids(run_id)["company:999999999"]
+    runs.mark_running(run_id)
+    ctx = {
+        "run_id": str(run_id),
+        "item_id": item_id,
+        "tenant_id": tenant,
+        "company": {"id": 999999999, "name": "Ghost", "domain": "ghost.example"},
+        "options": {},
+        "reasons": [],
+        "contacts": [{"name": "A", "title": "B", "email": "a@ghost.example", "source": "lusha"}],
+    }
+    celery_app.send_task("tasks.enrichment.record_item", args=[ctx])  # FK violation inside
+    view = finished(run_id)
+    assert view.items[0].status == "dead"
+    assert view.items[0].degraded_reasons.startswith("STEP_ERROR:")
+    assert view.run.items_dead == 1 and view.run.status == "failed"
