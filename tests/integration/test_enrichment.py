@@ -175,11 +175,18 @@ def test_a_hanging_vendor_is_cut_off_by_the_read_timeout_and_retried(
 def test_a_rate_limit_is_waited_out_and_not_counted_by_the_breaker(
     simulator: Simulator, tenant: int
 ) -> None:
-    simulator.set_fault(vendor="crawler", tenant=tenant, status=429, retry_after=1, times=2)
-    view = finished(enqueue_enrichment(tenant, [company(1, tenant)]))
+    """Four 429s (more than CB_ERROR_THRESHOLD) across two companies: had the breaker
+    counted them it would have opened; instead every item gets through after waiting."""
+    simulator.set_fault(vendor="crawler", tenant=tenant, status=429, retry_after=1, times=4)
+    view = finished(enqueue_enrichment(tenant, [company(1, tenant), company(2, tenant)]))
     assert view.run.status == "succeeded"
-    assert calls(simulator, "crawler", tenant) == 3
-    assert breaker_for(tenant, "crawler").fail_counter == 0
+    assert calls(simulator, "crawler", tenant) == 6
+    assert breaker_for(tenant, "crawler").current_state == "closed"
+    assert not any("CIRCUIT_OPEN" in r for item in reasons(view) for r in item)
+    started, finished_at = view.run.started_at, view.run.finished_at
+    assert started and finished_at and (finished_at - started).total_seconds() >= 2.0, (
+        "two Retry-After: 1 waits in a row"
+    )
 
 
 def test_no_item_is_lost_even_when_every_vendor_fails(simulator: Simulator, tenant: int) -> None:
