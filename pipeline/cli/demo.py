@@ -124,6 +124,13 @@ def scenario(console: Console, sim: Any, companies: int, timeout: float) -> int:
 
     base = int(time.time()) % 1_000_000 * 10  # fresh tenants: no state left from earlier demos
     tenants = {"A": base + 1, "B": base + 2}
+    # Halfway through tenant A's contact lookups the vendor goes down — for tenant A only.
+    # Scripted before the runs start, so every lookup counts towards the halfway mark.
+    sim.set_fault(vendor=CONTACT_VENDOR, tenant=tenants["A"], status=503, skip=companies // 2)
+    console.print(
+        f"{CONTACT_VENDOR} will go down for tenant A after {companies // 2} lookups; "
+        "tenant B keeps a healthy vendor"
+    )
     started = time.monotonic()
     run_ids = {
         label: enqueue_enrichment(
@@ -132,12 +139,6 @@ def scenario(console: Console, sim: Any, companies: int, timeout: float) -> int:
         )
         for label, tenant in tenants.items()
     }
-    # Halfway through tenant A's contact lookups the vendor goes down — for tenant A only.
-    sim.set_fault(vendor=CONTACT_VENDOR, tenant=tenants["A"], status=503, skip=companies // 2)
-    console.print(
-        f"{CONTACT_VENDOR} will go down for tenant A after {companies // 2} lookups; "
-        "tenant B keeps a healthy vendor"
-    )
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
