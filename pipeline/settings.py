@@ -105,6 +105,12 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_json: bool = True
 
+    # CRM OAuth tokens (pipeline.crm_tokens): cached until margin + jitter before expiry
+    crm_token_refresh_margin_s: float = Field(default=60.0, ge=0)
+    crm_token_jitter_s: float = Field(default=30.0, ge=0)
+    crm_token_lock_wait_s: float = Field(default=20.0, gt=0)
+    crm_token_poll_s: float = Field(default=0.05, gt=0)
+
     @field_validator("cb_global_exempt_vendors", mode="before")
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
@@ -119,18 +125,12 @@ class Settings(BaseSettings):
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("broker_url", "redis_url")
+    @field_validator("broker_url", "redis_url", "result_backend")
     @classmethod
-    def _redis_like_url(cls, value: str) -> str:
-        if urlsplit(value).scheme not in _BROKER_SCHEMES:
-            raise ValueError(f"expected a URL with scheme {'/'.join(sorted(_BROKER_SCHEMES))}")
-        return value
-
-    @field_validator("result_backend")
-    @classmethod
-    def _result_backend(cls, value: str) -> str:
-        if urlsplit(value).scheme not in _RESULT_SCHEMES:
-            raise ValueError(f"expected a URL with scheme {'/'.join(sorted(_RESULT_SCHEMES))}")
+    def _known_scheme(cls, value: str, info: Any) -> str:
+        schemes = _RESULT_SCHEMES if info.field_name == "result_backend" else _BROKER_SCHEMES
+        if urlsplit(value).scheme not in schemes:
+            raise ValueError(f"expected a URL with scheme {'/'.join(sorted(schemes))}")
         return value
 
     @field_validator("database_url")

@@ -51,6 +51,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_serializer": "json",
         "accept_content": ["json"],
         "result_expires": 24 * 3600,
+        # Results' reprs go to logs and task events (Flower): keep them short.
+        "resultrepr_maxsize": 256,
         "task_track_started": True,
         "worker_send_task_events": True,
         "task_send_sent_event": True,
