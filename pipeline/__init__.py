@@ -3,6 +3,6 @@
 from pipeline import enqueue_enrichment
 """
 
-from pipeline.enqueue import enqueue_enrichment
+from pipeline.enqueue import enqueue_enrichment, enqueue_export
 
-__all__ = ["enqueue_enrichment"]
+__all__ = ["enqueue_enrichment", "enqueue_export"]

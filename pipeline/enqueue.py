@@ -147,15 +147,46 @@ def enqueue_enrichment(
     run_id = runs.create_run(
         tenant, RunKind.ENRICHMENT, keys, correlation_id=cid, options=flags.model_dump()
     )
+    _send("tasks.enrichment.start_run", run_id, cid)
+    return run_id
+
+
+def enqueue_export(
+    tenant_id: int, *, run_id: uuid.UUID | str, correlation_id: str | None = None
+) -> uuid.UUID:
+    """Export the companies an enrichment run processed to the tenant's ERP; returns the new
+    export run's id at once (the export run's `parent_run_id` is the enrichment run)."""
+    tenant = check_tenant(tenant_id)
+    try:
+        source_id = uuid.UUID(str(run_id))
+    except ValueError:
+        raise InputError(f"not a run id: {run_id!r}") from None
+    source = runs.get_run(source_id)
+    if source is None or source.run.tenant_id != tenant:
+        raise InputError(f"tenant {tenant} has no run {source_id}")
+    keys = [
+        item.item_key
+        for item in source.items
+        if item.item_key.startswith("company:") and item.status in ("succeeded", "degraded")
+    ]
+    if not keys:
+        raise InputError(f"run {source_id} has no enriched companies to export")
+    cid = correlation_id or source.run.correlation_id or uuid.uuid4().hex
+    export_id = runs.create_run(
+        tenant, RunKind.EXPORT, keys, correlation_id=cid, parent_run_id=source_id
+    )
+    _send("tasks.export.export_run", export_id, cid)
+    return export_id
+
+
+def _send(task: str, run_id: uuid.UUID, correlation_id: str) -> None:
+    """Hand a run to the workers; a broker that is down fails the run instead of losing it."""
     from workers.app import app
 
     try:
-        app.send_task(
-            "tasks.enrichment.start_run", args=[str(run_id)], headers={"x_correlation_id": cid}
-        )
-    except Exception as exc:  # the broker is down: the run must not wait forever
+        app.send_task(task, args=[str(run_id)], headers={"x_correlation_id": correlation_id})
+    except Exception as exc:
         runs.fail_unstarted(run_id, "ENQUEUE_FAILED")
         raise DependencyUnavailableError(
             f"the broker is unreachable ({type(exc).__name__}); run {run_id} marked failed"
         ) from None
-    return run_id

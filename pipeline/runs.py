@@ -37,9 +37,11 @@ def create_run(
     *,
     correlation_id: str | None = None,
     options: dict[str, Any] | None = None,
+    parent_run_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
     keys = list(dict.fromkeys(item_keys))
     run = Run(
+        parent_run_id=parent_run_id,
         tenant_id=tenant_id,
         kind=kind,
         status=RunStatus.PENDING,
@@ -157,6 +159,15 @@ def count_item_done(run_id: uuid.UUID, *, session: Session) -> Run | None:
         .returning(Run.items_done, Run.items_total)
     ).one()
     return _close(session, run_id) if done >= total else None
+
+
+def disable_export(run_id: uuid.UUID, why: str) -> None:
+    with session_scope() as session:
+        session.execute(
+            update(Run)
+            .where(Run.id == run_id)
+            .values(export_disabled=True, export_disabled_reason=why)
+        )
 
 
 def fail_unstarted(run_id: uuid.UUID, reason: str) -> None:

@@ -105,13 +105,21 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_json: bool = True
 
+    # ERP export: fields dropped when the ERP refuses them; defaults filled first
+    export_strippable_fields: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["autopost_bills", "website"]
+    )
+    export_defaults: dict[str, Any] = Field(
+        default_factory=lambda: {"customer_rank": 1, "autopost_bills": "ask"}
+    )
+
     # CRM OAuth tokens (pipeline.crm_tokens): cached until margin + jitter before expiry
     crm_token_refresh_margin_s: float = Field(default=60.0, ge=0)
     crm_token_jitter_s: float = Field(default=30.0, ge=0)
     crm_token_lock_wait_s: float = Field(default=20.0, gt=0)
     crm_token_poll_s: float = Field(default=0.05, gt=0)
 
-    @field_validator("cb_global_exempt_vendors", mode="before")
+    @field_validator("cb_global_exempt_vendors", "export_strippable_fields", mode="before")
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -1,4 +1,5 @@
-"""`pipeline enrich --tenant T --file companies.csv [--wait]` and `pipeline runs show RUN_ID`."""
+"""`pipeline enrich --tenant T --file companies.csv [--wait]`, `pipeline export --tenant T
+--run R [--wait]` and `pipeline runs show RUN_ID`."""
 
 from __future__ import annotations
 
@@ -27,6 +28,13 @@ def register(sub: Any) -> None:
     enrich.add_argument("--wait", action="store_true", help="wait for the run and show it")
     enrich.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits")
     enrich.set_defaults(run=enrich_command)
+
+    export = sub.add_parser("export", help="export an enrichment run's companies to the ERP")
+    export.add_argument("--tenant", type=tenant_id, required=True)
+    export.add_argument("--run", required=True, help="the enrichment run to export")
+    export.add_argument("--wait", action="store_true", help="wait for the export and show it")
+    export.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits")
+    export.set_defaults(run=export_command)
 
     show = sub.add_parser("runs", help="runs").add_subparsers(dest="runs_cmd", required=True)
     cmd = show.add_parser("show", help="a run, its items and their reasons")
@@ -79,6 +87,22 @@ def enrich_command(args: argparse.Namespace) -> int:
     from pipeline.cli.render import run_details
 
     Console().print(run_details(view))
+    return EXIT_FAILED if view.run.status == "failed" else EXIT_OK
+
+
+def export_command(args: argparse.Namespace) -> int:
+    from pipeline import enqueue_export
+
+    run_id = enqueue_export(args.tenant, run_id=args.run)
+    print(f"enqueued export run {run_id}")
+    if not args.wait:
+        return EXIT_OK
+    view = wait_for(run_id, args.timeout)
+    from pipeline.cli.render import run_details
+
+    Console().print(run_details(view))
+    if view.run.export_disabled:
+        print(f"export disabled: {view.run.export_disabled_reason}")
     return EXIT_FAILED if view.run.status == "failed" else EXIT_OK
 
 

@@ -80,6 +80,13 @@ class Run(Base):
     items_degraded: Mapped[int] = mapped_column(Integer, default=0)
     items_failed: Mapped[int] = mapped_column(Integer, default=0)
     items_dead: Mapped[int] = mapped_column(Integer, default=0)
+    # The run this one follows in a pipeline (enrichment → CRM sync → export), if any.
+    parent_run_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("runs.id", ondelete="SET NULL")
+    )
+    # Export only: the tenant's ERP could not take anything, and why.
+    export_disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    export_disabled_reason: Mapped[str | None] = mapped_column(Text)
     # Items that reached a terminal state: the latch that closes the run at items_total.
     items_done: Mapped[int] = mapped_column(Integer, default=0)
     # The feature flags the run was started with: a run behaves the same from start to end,

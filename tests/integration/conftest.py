@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 
 from pipeline.simulator import Simulator
 from tests.support.processes import Worker
@@ -44,6 +45,7 @@ def integration_env(simulator: Simulator) -> Iterator[dict[str, str]]:
             "LOG_JSON": "true",
             "VENDOR_BASE_URL": simulator.url,
             "HTTP_READ_TIMEOUT_S": "1",
+            "PIPELINE_SECRET_KEY": Fernet.generate_key().decode(),
         }
         with environment(env):
             yield env

@@ -1,0 +1,128 @@
+"""The tenant's ERP (Odoo-like XML-RPC): find, create and update partners.
+
+One client per export, built from the tenant's stored credential (`db`, `login`,
+`password`, optionally `url`). Odoo reports errors as XML-RPC Faults inside an HTTP 200;
+`classify_fault` turns the ones the export must act on into errors it can branch on.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import xmlrpc.client
+from typing import Any
+
+from pipeline.errors import (
+    VendorAuthError,
+    VendorClientError,
+    VendorConnectionError,
+    VendorError,
+    VendorServerError,
+    VendorTimeoutError,
+)
+
+PARTNER = "res.partner"
+_INVALID_FIELD = re.compile(r"Invalid field '([^']+)'")
+
+
+class ErpDatabaseMissingError(VendorClientError):
+    """The tenant's ERP has no such database: nothing to export into until someone acts."""
+
+    code = "ERP_DB_MISSING"
+
+
+class ErpFieldRejectedError(VendorClientError):
+    """The ERP refuses a field (an older Odoo, a module not installed)."""
+
+    code = "ERP_FIELD_REJECTED"
+
+    def __init__(self, message: str, *, field: str, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.field = field
+
+
+class _TimeoutTransport(xmlrpc.client.Transport):
+    """Our read timeout, and our headers (ServerProxy drops `headers` given a transport)."""
+
+    def __init__(self, timeout: float, headers: list[tuple[str, str]]) -> None:
+        super().__init__(headers=headers)
+        self._timeout = timeout
+
+    def make_connection(self, host: Any) -> http.client.HTTPConnection:
+        connection = super().make_connection(host)
+        connection.timeout = self._timeout
+        return connection
+
+
+class ErpClient:
+    vendor = "erp"
+
+    def __init__(
+        self, *, url: str, db: str, login: str, password: str, tenant_id: int, timeout: float
+    ) -> None:
+        self._db, self._login, self._password = db, login, password
+        headers = [("X-Tenant-Id", str(tenant_id))]
+        base = url.rstrip("/")
+        self._common = xmlrpc.client.ServerProxy(
+            f"{base}/common", transport=_TimeoutTransport(timeout, headers), allow_none=True
+        )
+        self._object = xmlrpc.client.ServerProxy(
+            f"{base}/object", transport=_TimeoutTransport(timeout, headers), allow_none=True
+        )
+        self._uid: int | None = None
+
+    def __repr__(self) -> str:  # never the password
+        return f"<ErpClient db={self._db!r}>"
+
+    def authenticate(self) -> int:
+        uid = self._rpc(self._common.authenticate, self._db, self._login, self._password, {})
+        if not uid:
+            raise VendorAuthError("the ERP refused the stored login", vendor=self.vendor)
+        self._uid = int(uid)
+        return self._uid
+
+    def find_partner(self, ref: str) -> int | None:
+        ids = self._execute("search", [[["ref", "=", ref]]], {"limit": 1})
+        return int(ids[0]) if ids else None
+
+    def create_partner(self, vals: dict[str, Any]) -> int:
+        return int(self._execute("create", [vals], {}))
+
+    def write_partner(self, partner_id: int, vals: dict[str, Any]) -> None:
+        self._execute("write", [[partner_id], vals], {})
+
+    def _execute(self, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        uid = self._uid if self._uid is not None else self.authenticate()
+        return self._rpc(
+            self._object.execute_kw, self._db, uid, self._password, PARTNER, method, args, kwargs
+        )
+
+    def _rpc(self, method: Any, *args: Any) -> Any:
+        try:
+            return method(*args)
+        except xmlrpc.client.Fault as fault:
+            raise classify_fault(fault) from None
+        except xmlrpc.client.ProtocolError as exc:
+            status = exc.errcode
+            error = VendorServerError if status >= 500 else VendorClientError
+            raise error(f"erp answered {status}", vendor=self.vendor, status_code=status) from None
+        except TimeoutError:
+            raise VendorTimeoutError("erp timed out", vendor=self.vendor) from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise VendorConnectionError(
+                f"erp unreachable ({type(exc).__name__})", vendor="erp"
+            ) from None
+
+
+def classify_fault(fault: xmlrpc.client.Fault) -> VendorError:
+    text = str(fault.faultString)
+    if "does not exist" in text and "database" in text:
+        return ErpDatabaseMissingError("the tenant's ERP database does not exist", vendor="erp")
+    if "Access Denied" in text:
+        return VendorAuthError("the ERP refused the stored login", vendor="erp")
+    match = _INVALID_FIELD.search(text)
+    if match:
+        return ErpFieldRejectedError(
+            f"the ERP refuses field {match.group(1)!r}", vendor="erp", field=match.group(1)
+        )
+    return VendorClientError(f"the ERP refused the request ({text[:120]})", vendor="erp")

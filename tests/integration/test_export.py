@@ -1,0 +1,84 @@
+"""ERP export end to end: real worker, Postgres, Redis and the simulator's Odoo-like ERP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pipeline import enqueue_enrichment, enqueue_export
+from pipeline.credentials import put_credential
+from pipeline.errors import InputError
+from pipeline.simulator import Simulator
+from tests.integration.test_enrichment import company, finished, reasons
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+def enriched(simulator: Simulator, tenant: int, n: int = 3, db: str = "") -> Any:
+    """A finished enrichment run of `n` companies, and an ERP login stored for the tenant."""
+    database = f"odoo_{tenant}"
+    simulator.register_erp_user(tenant, database, "admin", "s3cret-erp")
+    put_credential(
+        tenant, "erp", {"db": db or database, "login": "admin", "password": "s3cret-erp"}
+    )
+    return finished(enqueue_enrichment(tenant, [company(i, tenant) for i in range(n)]))
+
+
+def test_export_writes_each_partner_once_even_when_run_again(
+    simulator: Simulator, tenant: int
+) -> None:
+    source = enriched(simulator, tenant)
+    first = finished(enqueue_export(tenant, run_id=source.run.id))
+    assert first.run.status == "succeeded", reasons(first)
+    assert first.run.parent_run_id == source.run.id
+    assert len(simulator.erp_partners(tenant)) == 3
+    again = finished(enqueue_export(tenant, run_id=source.run.id))
+    assert again.run.status == "succeeded"
+    partners = simulator.erp_partners(tenant)
+    assert len(partners) == 3, "a repeated export updates, it never duplicates"
+    assert {p["ref"] for p in partners} == {
+        f"pipeline:{tenant}:{i.item_key.split(':')[1]}" for i in source.items
+    }
+
+
+def test_a_refused_field_is_stripped_and_the_write_tried_once_more(
+    simulator: Simulator, tenant: int
+) -> None:
+    source = enriched(simulator, tenant)
+    simulator.set_fault(vendor="erp", tenant=tenant, erp_reject_fields=["autopost_bills"])
+    view = finished(enqueue_export(tenant, run_id=source.run.id))
+    assert reasons(view) == [["EXPORT_FIELDS_STRIPPED:autopost_bills+website"]] * 3
+    assert view.run.status == "degraded"
+    partners = simulator.erp_partners(tenant)
+    assert len(partners) == 3
+    assert not any("autopost_bills" in p or "website" in p for p in partners)
+
+
+def test_an_unreachable_erp_disables_the_export_and_the_run_ends_degraded(
+    simulator: Simulator, tenant: int
+) -> None:
+    source = enriched(simulator, tenant)
+    simulator.set_fault(vendor="erp", tenant=tenant, down=True, status=503)
+    view = finished(enqueue_export(tenant, run_id=source.run.id))
+    assert view.run.export_disabled and view.run.export_disabled_reason
+    assert view.run.status == "degraded"
+    assert reasons(view) == [["EXPORT_DISABLED:RETRIES_EXHAUSTED"]] * 3
+
+
+def test_a_missing_erp_database_disables_the_export(simulator: Simulator, tenant: int) -> None:
+    source = enriched(simulator, tenant, db="no_such_db")
+    view = finished(enqueue_export(tenant, run_id=source.run.id))
+    assert view.run.export_disabled
+    assert reasons(view) == [["EXPORT_DISABLED:ERP_DB_MISSING"]] * 3
+    assert simulator.erp_partners(tenant) == []
+
+
+def test_exporting_someone_elses_or_an_unknown_run_is_refused(
+    simulator: Simulator, tenant: int
+) -> None:
+    source = enriched(simulator, tenant, n=1)
+    with pytest.raises(InputError, match="has no run"):
+        enqueue_export(tenant + 1, run_id=source.run.id)
+    with pytest.raises(InputError, match="not a run id"):
+        enqueue_export(tenant, run_id="nope")
