@@ -3,6 +3,6 @@
 from pipeline import enqueue_enrichment
 """
 
-from pipeline.enqueue import enqueue_enrichment, enqueue_export
+from pipeline.enqueue import enqueue_crm_sync, enqueue_enrichment, enqueue_export
 
-__all__ = ["enqueue_enrichment", "enqueue_export"]
+__all__ = ["enqueue_crm_sync", "enqueue_enrichment", "enqueue_export"]

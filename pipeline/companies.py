@@ -136,3 +136,25 @@ def contacts_of(company_id: int) -> list[Contact]:
                 select(Contact).where(Contact.company_id == company_id).order_by(Contact.id)
             )
         )
+
+
+def contacts_by_id(tenant_id: int, ids: Iterable[int]) -> dict[int, tuple[Contact, str | None]]:
+    """The tenant's contacts with these ids, each with its company's name."""
+    with session_scope() as session:
+        rows = session.execute(
+            select(Contact, Company.name)
+            .join(Company, Company.id == Contact.company_id)
+            .where(Contact.tenant_id == tenant_id, Contact.id.in_(set(ids)))
+        ).all()
+        return {contact.id: (contact, name) for contact, name in rows}
+
+
+def contact_ids_of_companies(tenant_id: int, company_ids: Iterable[int]) -> list[int]:
+    with session_scope() as session:
+        return list(
+            session.scalars(
+                select(Contact.id)
+                .where(Contact.tenant_id == tenant_id, Contact.company_id.in_(set(company_ids)))
+                .order_by(Contact.id)
+            )
+        )

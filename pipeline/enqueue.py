@@ -156,14 +156,8 @@ def enqueue_export(
 ) -> uuid.UUID:
     """Export the companies an enrichment run processed to the tenant's ERP; returns the new
     export run's id at once (the export run's `parent_run_id` is the enrichment run)."""
-    tenant = check_tenant(tenant_id)
-    try:
-        source_id = uuid.UUID(str(run_id))
-    except ValueError:
-        raise InputError(f"not a run id: {run_id!r}") from None
-    source = runs.get_run(source_id)
-    if source is None or source.run.tenant_id != tenant:
-        raise InputError(f"tenant {tenant} has no run {source_id}")
+    tenant, source = _source_run(tenant_id, run_id)
+    source_id = source.run.id
     keys = [
         item.item_key
         for item in source.items
@@ -177,6 +171,42 @@ def enqueue_export(
     )
     _send("tasks.export.export_run", export_id, cid)
     return export_id
+
+
+def enqueue_crm_sync(
+    tenant_id: int, *, run_id: uuid.UUID | str, correlation_id: str | None = None
+) -> uuid.UUID:
+    """Push the contacts an enrichment run found to the tenant's CRM; returns the new sync
+    run's id at once (its `parent_run_id` is the enrichment run)."""
+    from pipeline.companies import contact_ids_of_companies
+
+    tenant, source = _source_run(tenant_id, run_id)
+    company_ids = [
+        int(item.item_key.split(":")[1])
+        for item in source.items
+        if item.item_key.startswith("company:") and item.status in ("succeeded", "degraded")
+    ]
+    keys = [f"contact:{cid}" for cid in contact_ids_of_companies(tenant, company_ids)]
+    if not keys:
+        raise InputError(f"run {source.run.id} found no contacts to sync")
+    cid = correlation_id or source.run.correlation_id or uuid.uuid4().hex
+    sync_id = runs.create_run(
+        tenant, RunKind.CRM_SYNC, keys, correlation_id=cid, parent_run_id=source.run.id
+    )
+    _send("tasks.crm_sync.sync_run", sync_id, cid)
+    return sync_id
+
+
+def _source_run(tenant_id: int, run_id: uuid.UUID | str) -> tuple[int, runs.RunView]:
+    tenant = check_tenant(tenant_id)
+    try:
+        source_id = uuid.UUID(str(run_id))
+    except ValueError:
+        raise InputError(f"not a run id: {run_id!r}") from None
+    source = runs.get_run(source_id)
+    if source is None or source.run.tenant_id != tenant:
+        raise InputError(f"tenant {tenant} has no run {source_id}")
+    return tenant, source
 
 
 def _send(task: str, run_id: uuid.UUID, correlation_id: str) -> None:

@@ -113,6 +113,11 @@ class Settings(BaseSettings):
         default_factory=lambda: {"customer_rank": 1, "autopost_bills": "ask"}
     )
 
+    # CRM sync: records per batch write, and each tenant's request rate across all workers
+    crm_batch_size: int = Field(default=50, ge=1, le=500)
+    crm_rate_per_s: float = Field(default=20.0, gt=0)
+    crm_burst: int = Field(default=40, ge=1)
+
     # CRM OAuth tokens (pipeline.crm_tokens): cached until margin + jitter before expiry
     crm_token_refresh_margin_s: float = Field(default=60.0, ge=0)
     crm_token_jitter_s: float = Field(default=30.0, ge=0)

@@ -24,7 +24,7 @@ ROUTES = {
     "tasks.export.*": {"queue": "export"},
 }
 # Job modules the worker imports; each is added when its job is built.
-TASK_MODULES: tuple[str, ...] = ("tasks.enrichment", "tasks.export")
+TASK_MODULES: tuple[str, ...] = ("tasks.crm_sync", "tasks.enrichment", "tasks.export")
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

@@ -112,7 +112,7 @@ class CrmVendor:
             if first is not None:
                 self._stats.count_duplicate_key(call.tenant)
                 return first
-            problem = self._problem_with(call, record)
+            problem = self._problem_with(call, record, in_batch=False)
             if problem:
                 raise Refusal(422, "validation", problem)
             contact_id, created = self._store(call.tenant, record)
@@ -141,7 +141,7 @@ class CrmVendor:
             self._stats.count_duplicate_key(call.tenant)
             return first
         fields = {name: value for name, value in record.items() if name != "idempotency_key"}
-        problem = self._problem_with(call, fields)
+        problem = self._problem_with(call, fields, in_batch=True)
         if problem:
             return _failed(key, problem)
         contact_id, created = self._store(call.tenant, fields)
@@ -149,7 +149,7 @@ class CrmVendor:
         self._records_by_key[(call.tenant, key)] = result
         return result
 
-    def _problem_with(self, call: Call, record: dict[str, Any]) -> str:
+    def _problem_with(self, call: Call, record: dict[str, Any], *, in_batch: bool) -> str:
         """Why the CRM would reject `record` ('' when it would not)."""
         external_id = record.get("external_id")
         if not isinstance(external_id, str | int) or external_id == "":
@@ -157,7 +157,9 @@ class CrmVendor:
         email = record.get("email")
         if email is not None and (not isinstance(email, str) or "@" not in email):
             return f"email {email!r} is not a valid address"
-        if call.fault is not None and str(external_id) in call.fault.reject_records:
+        fault = call.fault
+        applies = fault is not None and (in_batch or not fault.batch_only)
+        if applies and fault is not None and str(external_id) in fault.reject_records:
             return f"record {external_id} rejected: required field 'Lead Source' is missing"
         return ""
 

@@ -62,6 +62,7 @@ class Fault(BaseModel):
     thin: bool = False
     garbage: bool = False  # answer 200 with a body that is not the vendor's JSON
     reject_records: list[str] = Field(default_factory=list)
+    batch_only: bool = False  # reject_records applies to batch writes only
     erp_reject_fields: list[str] = Field(default_factory=list)
     down: bool = False
     times: int | None = Field(default=None, ge=1)  # strike this many calls, then retire

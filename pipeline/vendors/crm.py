@@ -95,6 +95,24 @@ class CrmClient(VendorClient):
             lambda token: self.upsert_with_token(tenant_id, token, record, idempotency_key),
         )
 
+    def upsert_batch(self, tenant_id: int, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Upsert many contacts at once; each record carries its own `idempotency_key`.
+        One result per record (`ok` true or false): a batch can partly fail."""
+
+        def send(token: str) -> list[dict[str, Any]]:
+            headers = {"Authorization": f"Bearer {token}"}
+            response = self._send(
+                "POST", tenant_id, "contacts/batch", headers, json={"records": records}
+            )
+            try:
+                return list(response.json()["results"])
+            except (ValueError, KeyError, TypeError):
+                raise VendorBadResponseError(
+                    "crm batch answered without results", vendor=self.vendor
+                ) from None
+
+        return self.tokens.call(tenant_id, send)
+
     def upsert_with_token(
         self, tenant_id: int, token: str, record: Mapping[str, Any], idempotency_key: str
     ) -> dict[str, Any]:
