@@ -74,6 +74,17 @@ class EnrichmentOptions(BaseModel):
 MAX_TENANT_ID = 2**63 - 1  # the tenant columns are BIGINT
 
 
+STAGES = ("crm_sync", "export")
+
+
+def check_stages(then: Sequence[str]) -> list[str]:
+    stages = [then] if isinstance(then, str) else list(then)
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or len(set(stages)) != len(stages):
+        raise InputError(f"then: expected some of {', '.join(STAGES)} once each, got {stages}")
+    return stages
+
+
 def check_tenant(tenant_id: Any) -> int:
     if (
         isinstance(tenant_id, bool)
@@ -119,13 +130,17 @@ def enqueue_enrichment(
     companies: Sequence[int | dict[str, Any]],
     *,
     options: dict[str, Any] | None = None,
+    then: Sequence[str] = (),
     correlation_id: str | None = None,
 ) -> uuid.UUID:
     """Start an enrichment run over `companies` (ids of the tenant's companies, or dicts with
     `name` and/or `domain`) and return its id at once. `options` override the feature flags
-    (`enable_tavily_fallback`, `enable_apify_linkedin`, `enable_lusha_fallback`) for this run."""
+    (`enable_tavily_fallback`, `enable_apify_linkedin`, `enable_lusha_fallback`) for this run.
+    `then` names stages to run after it, in order (`crm_sync`, `export`): each becomes a run
+    of its own, linked to this one; a degraded stage lets the next start, a failed one not."""
     tenant = check_tenant(tenant_id)
     flags = EnrichmentOptions.resolve(options)
+    stages = check_stages(then)
     parsed = parse_companies(companies)
     ids = [c for c in parsed if isinstance(c, int)]
     missing = sorted(set(ids) - set(companies_by_id(tenant, ids)))
@@ -145,14 +160,22 @@ def enqueue_enrichment(
 
     cid = correlation_id or current_correlation_id() or uuid.uuid4().hex
     run_id = runs.create_run(
-        tenant, RunKind.ENRICHMENT, keys, correlation_id=cid, options=flags.model_dump()
+        tenant,
+        RunKind.ENRICHMENT,
+        keys,
+        correlation_id=cid,
+        options={**flags.model_dump(), "then": stages},
     )
     _send("tasks.enrichment.start_run", run_id, cid)
     return run_id
 
 
 def enqueue_export(
-    tenant_id: int, *, run_id: uuid.UUID | str, correlation_id: str | None = None
+    tenant_id: int,
+    *,
+    run_id: uuid.UUID | str,
+    then: Sequence[str] = (),
+    correlation_id: str | None = None,
 ) -> uuid.UUID:
     """Export the companies an enrichment run processed to the tenant's ERP; returns the new
     export run's id at once (the export run's `parent_run_id` is the enrichment run)."""
@@ -167,14 +190,23 @@ def enqueue_export(
         raise InputError(f"run {source_id} has no enriched companies to export")
     cid = correlation_id or source.run.correlation_id or uuid.uuid4().hex
     export_id = runs.create_run(
-        tenant, RunKind.EXPORT, keys, correlation_id=cid, parent_run_id=source_id
+        tenant,
+        RunKind.EXPORT,
+        keys,
+        correlation_id=cid,
+        parent_run_id=source_id,
+        options={"then": check_stages(then)},
     )
     _send("tasks.export.export_run", export_id, cid)
     return export_id
 
 
 def enqueue_crm_sync(
-    tenant_id: int, *, run_id: uuid.UUID | str, correlation_id: str | None = None
+    tenant_id: int,
+    *,
+    run_id: uuid.UUID | str,
+    then: Sequence[str] = (),
+    correlation_id: str | None = None,
 ) -> uuid.UUID:
     """Push the contacts an enrichment run found to the tenant's CRM; returns the new sync
     run's id at once (its `parent_run_id` is the enrichment run)."""
@@ -191,7 +223,12 @@ def enqueue_crm_sync(
         raise InputError(f"run {source.run.id} found no contacts to sync")
     cid = correlation_id or source.run.correlation_id or uuid.uuid4().hex
     sync_id = runs.create_run(
-        tenant, RunKind.CRM_SYNC, keys, correlation_id=cid, parent_run_id=source.run.id
+        tenant,
+        RunKind.CRM_SYNC,
+        keys,
+        correlation_id=cid,
+        parent_run_id=source.run.id,
+        options={"then": check_stages(then)},
     )
     _send("tasks.crm_sync.sync_run", sync_id, cid)
     return sync_id

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, func, insert, select, update
+import structlog
+from sqlalchemy import case, event, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from pipeline.db.engine import joined, session_scope
 from pipeline.db.models import ItemStatus, Run, RunItem, RunKind, RunStatus, VendorCall, utcnow
 
+log = structlog.get_logger(__name__)
 TERMINAL = (ItemStatus.SUCCEEDED, ItemStatus.DEGRADED, ItemStatus.FAILED, ItemStatus.DEAD)
 
 
@@ -198,7 +200,30 @@ def _close(db: Session, run_id: uuid.UUID) -> Run | None:
     )
     if closed.rowcount != 1:  # type: ignore[attr-defined]
         return None
+    db.info.setdefault(_CLOSED_RUNS, []).append(run_id)
     return db.get_one(Run, run_id)
+
+
+# -- what happens after a run closes ----------------------------------------------------------
+
+_CLOSED_RUNS = "pipeline.closed_runs"
+_after_close: list[Callable[[uuid.UUID], None]] = []
+
+
+def when_run_closes(listener: Callable[[uuid.UUID], None]) -> None:
+    """Call `listener(run_id)` once a closed run is committed (once per run, in the one
+    process that closed it). The next stage of a pipeline starts this way."""
+    _after_close.append(listener)
+
+
+@event.listens_for(Session, "after_commit")
+def _announce_closed_runs(session: Session) -> None:
+    for run_id in session.info.pop(_CLOSED_RUNS, []):
+        for listener in _after_close:
+            try:
+                listener(run_id)
+            except Exception as exc:  # a listener's trouble must not undo the close
+                log.error("run.after_close_failed", run_id=str(run_id), error=type(exc).__name__)
 
 
 def _summary(session: Session, run_id: uuid.UUID) -> dict[str, Any]:

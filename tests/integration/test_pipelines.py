@@ -1,0 +1,81 @@
+"""Chained jobs: enrichment → CRM sync → ERP export, each its own run linked to the first."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import select
+
+from pipeline import enqueue_enrichment
+from pipeline.credentials import put_credential
+from pipeline.db.engine import session_scope
+from pipeline.db.models import Run
+from pipeline.errors import InputError
+from pipeline.simulator import Simulator
+from tests.integration.test_enrichment import company, finished
+from tests.support.processes import wait_until
+
+pytestmark = pytest.mark.usefixtures("worker")
+DONE = {"succeeded", "degraded", "failed"}
+
+
+def stages_of(first: uuid.UUID, count: int) -> dict[str, Run]:
+    def look() -> dict[str, Run] | None:
+        with session_scope() as session:
+            found = session.scalars(select(Run).where(Run.parent_run_id == first)).all()
+        by_kind = {run.kind: run for run in found if run.status in DONE}
+        return by_kind if len(by_kind) == count else None
+
+    return wait_until(look, timeout=90, interval=0.2, what=f"{count} stages after {first}")
+
+
+def ready_tenant(simulator: Simulator, tenant: int) -> None:
+    simulator.register_crm_client(tenant, f"c-{tenant}", "crm-secret")
+    put_credential(tenant, "crm", {"client_id": f"c-{tenant}", "client_secret": "crm-secret"})
+    simulator.register_erp_user(tenant, f"odoo_{tenant}", "admin", "erp-secret")
+    put_credential(
+        tenant, "erp", {"db": f"odoo_{tenant}", "login": "admin", "password": "erp-secret"}
+    )
+
+
+def test_enrichment_then_crm_sync_then_export(simulator: Simulator, tenant: int) -> None:
+    ready_tenant(simulator, tenant)
+    first = enqueue_enrichment(
+        tenant, [company(i, tenant) for i in range(3)], then=["crm_sync", "export"]
+    )
+    assert finished(first).run.status == "succeeded"
+    stages = stages_of(first, 2)
+    assert stages["crm_sync"].status == "succeeded"
+    assert stages["export"].status == "succeeded"
+    assert len(simulator.erp_partners(tenant)) == 3
+    assert len(simulator.crm_contacts(tenant)) == stages["crm_sync"].items_total
+
+
+def test_a_degraded_stage_lets_the_next_one_run(simulator: Simulator, tenant: int) -> None:
+    ready_tenant(simulator, tenant)
+    simulator.set_fault(vendor="crawler", tenant=tenant, thin=True)  # enrichment degraded
+    simulator.set_fault(vendor="erp", tenant=tenant, down=True, status=503)  # export disabled
+    first = enqueue_enrichment(tenant, [company(1, tenant)], then=["crm_sync", "export"])
+    assert finished(first).run.status == "degraded"
+    stages = stages_of(first, 2)
+    assert stages["crm_sync"].status == "succeeded"
+    assert stages["export"].export_disabled and stages["export"].status == "degraded"
+
+
+def test_a_failed_stage_stops_the_pipeline_and_says_so(simulator: Simulator, tenant: int) -> None:
+    ready_tenant(simulator, tenant)
+    put_credential(tenant, "crm", {"client_id": f"c-{tenant}", "client_secret": "wrong"})
+    first = enqueue_enrichment(tenant, [company(1, tenant)], then=["crm_sync", "export"])
+    finished(first)
+    sync = stages_of(first, 1)["crm_sync"]
+    assert sync.status == "failed"
+    assert "PIPELINE_STOPPED:crm_sync_failed" in wait_until(
+        lambda: finished(sync.id).run.degraded_reasons or None, what="the stop to be noted"
+    )
+    assert simulator.erp_partners(tenant) == []
+
+
+def test_unknown_stages_are_refused(tenant: int) -> None:
+    with pytest.raises(InputError, match="then"):
+        enqueue_enrichment(tenant, [company(1, tenant)], then=["crm_sync", "fax"])
