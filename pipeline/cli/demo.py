@@ -38,19 +38,35 @@ def register(sub: Any) -> None:
     cmd = sub.add_parser("demo", help="two tenants, one failing vendor: watch the pipeline cope")
     cmd.add_argument("--companies", type=int, default=200, help="companies per tenant")
     cmd.add_argument("--timeout", type=float, default=600.0)
+    cmd.add_argument(
+        "--then", default="", help="stages after enrichment: crm_sync,export (needs Redis)"
+    )
     cmd.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from pipeline import embedded
+    from pipeline.enqueue import check_stages
     from pipeline.simulator import Simulator
 
     console = Console()
+    then = check_stages([s.strip() for s in args.then.split(",") if s.strip()])
+    if then and not embedded.services_configured():
+        console.print(
+            "[red]--then needs Redis (CRM tokens and rate limits live there): set BROKER_URL, "
+            "REDIS_URL and DATABASE_URL[/red]"
+        )
+        return EXIT_FAILED
+    if then and not os.environ.get("PIPELINE_SECRET_KEY"):
+        from cryptography.fernet import Fernet
+
+        os.environ["PIPELINE_SECRET_KEY"] = Fernet.generate_key().decode()  # this demo only
     workdir = Path(tempfile.mkdtemp(prefix="pipeline-demo-"))
     with Simulator(port=0, seed=2026) as sim:
         os.environ["VENDOR_BASE_URL"] = sim.url
         stop_worker = start_everything(console, workdir)
         try:
-            return scenario(console, sim, args.companies, args.timeout)
+            return scenario(console, sim, args.companies, args.timeout, then)
         finally:
             stop_worker()
             console.print(f"[dim]logs: {workdir / 'demo.log'}[/dim]")
@@ -119,7 +135,7 @@ def worker_subprocess(workdir: Path) -> Callable[[], None]:
     return stop
 
 
-def scenario(console: Console, sim: Any, companies: int, timeout: float) -> int:
+def scenario(console: Console, sim: Any, companies: int, timeout: float, then: list[str]) -> int:
     from pipeline import enqueue_enrichment, runs
 
     base = int(time.time()) % 1_000_000 * 10  # fresh tenants: no state left from earlier demos
@@ -131,11 +147,14 @@ def scenario(console: Console, sim: Any, companies: int, timeout: float) -> int:
         f"{CONTACT_VENDOR} will go down for tenant A after {companies // 2} lookups; "
         "tenant B keeps a healthy vendor"
     )
+    for tenant in tenants.values():
+        connect_crm_and_erp(sim, tenant)
     started = time.monotonic()
     run_ids = {
         label: enqueue_enrichment(
             tenant,
             [{"name": f"Company {n}", "domain": f"company-{n}.example"} for n in range(companies)],
+            then=then,
         )
         for label, tenant in tenants.items()
     }
@@ -160,7 +179,48 @@ def scenario(console: Console, sim: Any, companies: int, timeout: float) -> int:
                 console.print("[red]the demo timed out; runs are still going[/red]")
                 return EXIT_FAILED
             time.sleep(0.2)
-    return report(console, sim, tenants, run_ids, time.monotonic() - started)
+    stages = wait_for_stages(run_ids, len(then), started + timeout)
+    return report(console, sim, tenants, run_ids, stages, time.monotonic() - started)
+
+
+def connect_crm_and_erp(sim: Any, tenant: int) -> None:
+    """Each tenant's CRM and ERP on the simulator, and their credentials in the store."""
+    from pipeline.credentials import put_credential
+
+    if not os.environ.get("PIPELINE_SECRET_KEY"):
+        return
+    sim.register_crm_client(tenant, f"demo-{tenant}", f"demo-secret-{tenant}")
+    put_credential(
+        tenant, "crm", {"client_id": f"demo-{tenant}", "client_secret": f"demo-secret-{tenant}"}
+    )
+    sim.register_erp_user(tenant, f"odoo_{tenant}", "admin", f"demo-erp-{tenant}")
+    put_credential(
+        tenant, "erp", {"db": f"odoo_{tenant}", "login": "admin", "password": f"demo-erp-{tenant}"}
+    )
+
+
+def wait_for_stages(
+    run_ids: dict[str, uuid.UUID], count: int, deadline: float
+) -> dict[str, list[Any]]:
+    """The finished stage runs that followed each enrichment run."""
+    from sqlalchemy import select
+
+    from pipeline.db.engine import session_scope
+    from pipeline.db.models import Run
+
+    while True:
+        with session_scope() as session:
+            found = {
+                label: [
+                    run
+                    for run in session.scalars(select(Run).where(Run.parent_run_id == first))
+                    if run.status in ("succeeded", "degraded", "failed")
+                ]
+                for label, first in run_ids.items()
+            }
+        if all(len(runs) >= count for runs in found.values()) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
 
 
 def finished(run_ids: dict[str, uuid.UUID]) -> bool:
@@ -171,7 +231,12 @@ def finished(run_ids: dict[str, uuid.UUID]) -> bool:
 
 
 def report(
-    console: Console, sim: Any, tenants: dict[str, int], run_ids: dict[str, uuid.UUID], took: float
+    console: Console,
+    sim: Any,
+    tenants: dict[str, int],
+    run_ids: dict[str, uuid.UUID],
+    stages: dict[str, list[Any]],
+    took: float,
 ) -> int:
     from pipeline.db.breaker_events import breaker_events
     from pipeline.runs import get_run
@@ -221,6 +286,15 @@ def report(
         )
         for reason, n in reasons.most_common():
             why.add_row(label, reason, str(n))
+        for stage in sorted(stages.get(label, []), key=lambda r: r.created_at):
+            outcome.add_row(
+                f"{label} → {stage.kind}",
+                str(stage.id)[:8],
+                stage.status + (" (export disabled)" if stage.export_disabled else ""),
+                str(stage.items_succeeded),
+                str(stage.items_degraded),
+                str(stage.items_failed),
+            )
         vendor_calls.add_row(
             label, *(str(stats["calls"][v].get(str(tenant), 0)) for v in sorted(stats["calls"]))
         )

@@ -1,5 +1,5 @@
-"""`pipeline enrich --tenant T --file companies.csv [--wait]`, `pipeline export --tenant T
---run R [--wait]` and `pipeline runs show RUN_ID`."""
+"""`pipeline enrich --tenant T --file companies.csv [--then crm_sync,export] [--wait]`,
+`pipeline sync|export --tenant T --run R [--wait]` and `pipeline runs show RUN_ID`."""
 
 from __future__ import annotations
 
@@ -25,16 +25,23 @@ def register(sub: Any) -> None:
     enrich.add_argument(
         "--file", type=Path, required=True, help="CSV with columns name,domain (or id)"
     )
+    enrich.add_argument(
+        "--then", default="", help="stages to run after it, comma-separated: crm_sync,export"
+    )
     enrich.add_argument("--wait", action="store_true", help="wait for the run and show it")
     enrich.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits")
     enrich.set_defaults(run=enrich_command)
 
-    export = sub.add_parser("export", help="export an enrichment run's companies to the ERP")
-    export.add_argument("--tenant", type=tenant_id, required=True)
-    export.add_argument("--run", required=True, help="the enrichment run to export")
-    export.add_argument("--wait", action="store_true", help="wait for the export and show it")
-    export.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits")
-    export.set_defaults(run=export_command)
+    for name, help_text in (
+        ("sync", "push an enrichment run's contacts to the tenant's CRM"),
+        ("export", "export an enrichment run's companies to the tenant's ERP"),
+    ):
+        stage = sub.add_parser(name, help=help_text)
+        stage.add_argument("--tenant", type=tenant_id, required=True)
+        stage.add_argument("--run", required=True, help="the enrichment run it works from")
+        stage.add_argument("--wait", action="store_true", help="wait for the run and show it")
+        stage.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits")
+        stage.set_defaults(run=stage_command, stage=name)
 
     show = sub.add_parser("runs", help="runs").add_subparsers(dest="runs_cmd", required=True)
     cmd = show.add_parser("show", help="a run, its items and their reasons")
@@ -79,8 +86,9 @@ def read_companies(path: Path) -> list[int | dict[str, Any]]:
 def enrich_command(args: argparse.Namespace) -> int:
     from pipeline import enqueue_enrichment
 
-    run_id = enqueue_enrichment(args.tenant, read_companies(args.file))
-    print(f"enqueued run {run_id}")
+    then = [stage.strip() for stage in args.then.split(",") if stage.strip()]
+    run_id = enqueue_enrichment(args.tenant, read_companies(args.file), then=then)
+    print(f"enqueued run {run_id}" + (f" (then {', '.join(then)})" if then else ""))
     if not args.wait:
         return EXIT_OK
     view = wait_for(run_id, args.timeout)
@@ -90,11 +98,12 @@ def enrich_command(args: argparse.Namespace) -> int:
     return EXIT_FAILED if view.run.status == "failed" else EXIT_OK
 
 
-def export_command(args: argparse.Namespace) -> int:
-    from pipeline import enqueue_export
+def stage_command(args: argparse.Namespace) -> int:
+    from pipeline import enqueue_crm_sync, enqueue_export
 
-    run_id = enqueue_export(args.tenant, run_id=args.run)
-    print(f"enqueued export run {run_id}")
+    enqueue = enqueue_crm_sync if args.stage == "sync" else enqueue_export
+    run_id = enqueue(args.tenant, run_id=args.run)
+    print(f"enqueued {args.stage} run {run_id}")
     if not args.wait:
         return EXIT_OK
     view = wait_for(run_id, args.timeout)
