@@ -27,7 +27,7 @@ from pipeline.resilience.rate_limit import TenantRateLimiter
 from pipeline.settings import get_settings
 from pipeline.vendors.crm import CrmClient
 from workers.app import app
-from workers.resilient_task import ResilientTask
+from workers.resilient_task import ResilientTask, RunTask
 
 log = structlog.get_logger(__name__)
 RECOVERED = "BATCH_REJECTED"
@@ -38,7 +38,7 @@ def idempotency_key(source_run_id: Any, contact_id: int) -> str:
 
 
 @app.task(
-    base=ResilientTask,
+    base=RunTask,
     bind=True,
     ignore_result=True,
     autoretry_for=(),

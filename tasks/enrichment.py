@@ -41,7 +41,7 @@ from pipeline.enrichment_rules import (
 from pipeline.errors import VendorError
 from pipeline.vendors import registry as vendors
 from workers.app import app
-from workers.resilient_task import ResilientTask
+from workers.resilient_task import ResilientTask, RunTask
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -109,7 +109,7 @@ def enrichment_chain(ctx: Context) -> Signature:
     return chain(*steps, verify_emails.s(), record_item.s())
 
 
-@app.task(base=ResilientTask, bind=True, ignore_result=True, name="tasks.enrichment.start_run")
+@app.task(base=RunTask, bind=True, ignore_result=True, name="tasks.enrichment.start_run")
 def start_run(self: ResilientTask, run_id: str) -> int:
     """Check each pending item's input and send its chain (safe to run twice: items are
     claimed). An item that fails the precondition is recorded at once, with no chain."""

@@ -25,7 +25,7 @@ from pipeline.resilience.retry import RetryPolicy
 from pipeline.settings import get_settings
 from pipeline.vendors.erp import ErpClient, ErpFieldRejectedError
 from workers.app import app
-from workers.resilient_task import ResilientTask
+from workers.resilient_task import ResilientTask, RunTask
 
 log = structlog.get_logger(__name__)
 
@@ -84,7 +84,7 @@ def upsert_partner(client: ErpClient, vals: dict[str, Any]) -> int:
 
 
 @app.task(
-    base=ResilientTask,
+    base=RunTask,
     bind=True,
     ignore_result=True,
     autoretry_for=(),

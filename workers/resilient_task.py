@@ -102,3 +102,24 @@ class ResilientTask(celery.Task):
         """One request to `vendor` for `tenant_id`, through the tenant's breaker and the
         vendor's bulkhead; `requests` errors arrive as `VendorError`s."""
         return vendor_guard().call(tenant_id, vendor, fn, run_id=run_id, record=record)
+
+
+class RunTask(ResilientTask):
+    """A task that works through a whole run (`task(run_id)`): if it fails for good in a
+    way no reason covers, the run's open items are recorded `dead` with `STEP_ERROR:<code>`,
+    so the run still closes and nothing waits forever."""
+
+    def on_failure(self, exc: Any, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        from pipeline import runs
+        from pipeline.db.models import ItemStatus
+
+        if not args:
+            return
+        code = getattr(exc, "code", type(exc).__name__)
+        try:
+            view = runs.get_run(uuid.UUID(str(args[0])))
+            for item in view.items if view else []:
+                if item.status not in runs.TERMINAL:
+                    runs.finish_item(item.id, ItemStatus.DEAD, [f"STEP_ERROR:{code}"])
+        except Exception as error:  # the database itself is gone: the DLQ (issue 5) takes over
+            log.error("run.not_recorded_dead", run_id=str(args[0]), error=type(error).__name__)
