@@ -24,6 +24,15 @@ def run_summary(view: RunView) -> Text:
     )
     if run.degraded_reasons:
         text.append(f"\nreasons: {run.degraded_reasons}")
+    recovered = sum(
+        1 for i in view.items if i.status == "succeeded" and i.last_error_code == "BATCH_REJECTED"
+    )
+    if recovered:
+        text.append(f"\nrecovered one by one after a batch rejected them: {recovered}")
+    if run.export_disabled:
+        text.append(f"\nexport disabled: {run.export_disabled_reason}")
+    if run.parent_run_id:
+        text.append(f"\nfollows run {run.parent_run_id}")
     if run.started_at and run.finished_at:
         text.append(f"\ntook {(run.finished_at - run.started_at).total_seconds():.1f}s")
     return text

@@ -110,8 +110,6 @@ def stage_command(args: argparse.Namespace) -> int:
     from pipeline.cli.render import run_details
 
     Console().print(run_details(view))
-    if view.run.export_disabled:
-        print(f"export disabled: {view.run.export_disabled_reason}")
     return EXIT_FAILED if view.run.status == "failed" else EXIT_OK
 
 
