@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipeline import runs
 from pipeline.companies import CompanyRef, companies_by_id, upsert_companies
 from pipeline.correlation import current_correlation_id
-from pipeline.db.models import RunKind
+from pipeline.db.models import ItemStatus, RunKind
 from pipeline.errors import DependencyUnavailableError, InputError
 from pipeline.settings import get_settings
 
@@ -180,25 +180,12 @@ def enqueue_export(
     """Export the companies an enrichment run processed to the tenant's ERP; returns the new
     export run's id at once (the export run's `parent_run_id` is the enrichment run)."""
     tenant, source = _source_run(tenant_id, run_id)
-    source_id = source.run.id
-    keys = [
-        item.item_key
-        for item in source.items
-        if item.item_key.startswith("company:") and item.status in ("succeeded", "degraded")
-    ]
+    keys = [f"company:{cid}" for cid in _enriched_company_ids(source)]
     if not keys:
-        raise InputError(f"run {source_id} has no enriched companies to export")
-    cid = correlation_id or source.run.correlation_id or uuid.uuid4().hex
-    export_id = runs.create_run(
-        tenant,
-        RunKind.EXPORT,
-        keys,
-        correlation_id=cid,
-        parent_run_id=source_id,
-        options={"then": check_stages(then)},
+        raise InputError(f"run {source.run.id} has no enriched companies to export")
+    return _start_stage(
+        RunKind.EXPORT, "tasks.export.export_run", tenant, source, keys, then, correlation_id
     )
-    _send("tasks.export.export_run", export_id, cid)
-    return export_id
 
 
 def enqueue_crm_sync(
@@ -213,25 +200,45 @@ def enqueue_crm_sync(
     from pipeline.companies import contact_ids_of_companies
 
     tenant, source = _source_run(tenant_id, run_id)
-    company_ids = [
-        int(item.item_key.split(":")[1])
-        for item in source.items
-        if item.item_key.startswith("company:") and item.status in ("succeeded", "degraded")
-    ]
+    company_ids = _enriched_company_ids(source)
     keys = [f"contact:{cid}" for cid in contact_ids_of_companies(tenant, company_ids)]
     if not keys:
         raise InputError(f"run {source.run.id} found no contacts to sync")
+    return _start_stage(
+        RunKind.CRM_SYNC, "tasks.crm_sync.sync_run", tenant, source, keys, then, correlation_id
+    )
+
+
+def _enriched_company_ids(source: runs.RunView) -> list[int]:
+    processed = (ItemStatus.SUCCEEDED, ItemStatus.DEGRADED)
+    return [
+        int(item.item_key.split(":")[1])
+        for item in source.items
+        if item.item_key.startswith("company:") and item.status in processed
+    ]
+
+
+def _start_stage(
+    kind: RunKind,
+    task: str,
+    tenant: int,
+    source: runs.RunView,
+    keys: list[str],
+    then: Sequence[str],
+    correlation_id: str | None,
+) -> uuid.UUID:
+    """A run that works from an enrichment run (its parent), handed to the workers."""
     cid = correlation_id or source.run.correlation_id or uuid.uuid4().hex
-    sync_id = runs.create_run(
+    stage_id = runs.create_run(
         tenant,
-        RunKind.CRM_SYNC,
+        kind,
         keys,
         correlation_id=cid,
         parent_run_id=source.run.id,
         options={"then": check_stages(then)},
     )
-    _send("tasks.crm_sync.sync_run", sync_id, cid)
-    return sync_id
+    _send(task, stage_id, cid)
+    return stage_id
 
 
 def _source_run(tenant_id: int, run_id: uuid.UUID | str) -> tuple[int, runs.RunView]:
