@@ -16,10 +16,8 @@ from cryptography.fernet import Fernet
 
 from pipeline.simulator import Simulator
 from tests.support.processes import Worker
-from tests.support.stack import environment, flushed_redis, throwaway_database
+from tests.support.stack import environment, flushed_redis, own_redis_url, throwaway_database
 from tests.support.vendor_stub import VendorStub
-
-TEST_REDIS_DB = 12
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +31,7 @@ def simulator() -> Iterator[Simulator]:
 def integration_env(simulator: Simulator) -> Iterator[dict[str, str]]:
     """Settings for a throw-away database, our own Redis db and key prefix, the simulator;
     this process (enqueue, breakers, the Celery app) follows them too."""
-    redis_url = f"redis://127.0.0.1:6379/{TEST_REDIS_DB}"
+    redis_url = own_redis_url()
     with flushed_redis(redis_url), throwaway_database() as database_url:
         env = {
             "DATABASE_URL": database_url,

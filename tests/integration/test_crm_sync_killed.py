@@ -28,13 +28,14 @@ from pipeline.settings import load_settings
 from pipeline.simulator import Simulator
 from tests.integration.test_enrichment import company, finished
 from tests.support.processes import Worker, wait_until
+from tests.support.stack import own_redis_url
 from workers.app import create_app
 
 pytestmark = pytest.mark.usefixtures("worker")
 BATCH = 5
 COMPANIES = 12
 LATENCY_MS = 400
-SYNC_BROKER = "redis://127.0.0.1:6379/13"
+SYNC_BROKER = own_redis_url(1)
 
 
 def duplicates(simulator: Simulator, tenant: int) -> int:

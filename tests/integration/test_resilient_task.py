@@ -19,6 +19,7 @@ from pipeline.errors import VendorServerError
 from pipeline.resilience.retry import RetryPolicy
 from pipeline.settings import get_settings, load_settings
 from tests.support.processes import PrivateRedis, Worker, wait_until
+from tests.support.stack import own_redis_url
 from tests.support.vendor_stub import VendorStub
 from workers.app import create_app
 
@@ -129,7 +130,7 @@ def test_redis_outage_does_not_crash_a_task(
 ) -> None:
     """A second worker keeps breaker state in a Redis of its own, which we then kill."""
     breaker_redis = PrivateRedis()
-    broker = "redis://127.0.0.1:6379/13"
+    broker = own_redis_url(1)
     env = {
         **integration_env,
         "BROKER_URL": broker,

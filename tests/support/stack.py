@@ -17,6 +17,14 @@ import redis
 from tests.support.processes import REPO
 
 PG_ADMIN_DSN = "dbname=postgres user=postgres host=127.0.0.1 port=5432"
+# Tests own two Redis dbs: this one and the next. A second checkout testing on this machine
+# at the same time sets PIPELINE_TEST_REDIS_DB to another pair.
+TEST_REDIS_DB = int(os.environ.get("PIPELINE_TEST_REDIS_DB", "12"))
+
+
+def own_redis_url(offset: int = 0) -> str:
+    """The tests' Redis db (offset 0) or their second one (offset 1, a separate broker)."""
+    return f"redis://127.0.0.1:6379/{TEST_REDIS_DB + offset}"
 
 
 def _pg_admin(sql: str) -> None:
