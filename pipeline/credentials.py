@@ -298,12 +298,16 @@ def delete_credential(tenant_id: int, vendor: str) -> None:
             raise _missing(tenant_id, vendor)
 
 
-def mark_needs_attention(tenant_id: int, vendor: str, reason: str) -> bool:
+def mark_needs_attention(
+    tenant_id: int, vendor: str, reason: str, *, refused: datetime | None = None
+) -> bool:
     """Stop jobs using this credential until someone stores it again (`put_credential`).
 
     Returns True if this call marked it, False if it was already marked: the first
     reason and time are kept, so workers that meet the same refusal at once may all call
-    this safely. `reason` is shown to operators: it must not hold a secret (codes and
+    this safely. `refused` is the `updated_at` of the credential that was refused: if an
+    operator has stored a new one since, it is not marked (compare-and-set) and False is
+    returned. `reason` is shown to operators: it must not hold a secret (codes and
     vendor status lines, not response bodies). `InputError` if there is no credential.
     """
     vendor = _checked_owner(tenant_id, vendor)
@@ -315,6 +319,7 @@ def mark_needs_attention(tenant_id: int, vendor: str, reason: str) -> bool:
                 CredentialRow.tenant_id == tenant_id,
                 CredentialRow.vendor == vendor,
                 CredentialRow.status == CredentialStatus.ACTIVE.value,
+                *([] if refused is None else [CredentialRow.updated_at == refused]),
             )
             .values(
                 status=CredentialStatus.NEEDS_ATTENTION.value,

@@ -39,7 +39,7 @@ import redis
 import structlog
 
 from pipeline.credentials import Credential, get_credential, mark_needs_attention
-from pipeline.errors import InputError, VendorAuthError, VendorTimeoutError
+from pipeline.errors import InputError, TokenLockBusyError, VendorAuthError
 from pipeline.redis_client import redis_for
 from pipeline.settings import Settings, get_settings
 
@@ -127,8 +127,10 @@ class CrmTokens:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         read_credential: Callable[[int], Credential] = lambda t: get_credential(t, VENDOR),
-        mark_attention: Callable[[int, str], object] = (
-            lambda t, reason: mark_needs_attention(t, VENDOR, reason)
+        mark_attention: Callable[[Credential, str], object] = (
+            lambda credential, reason: mark_needs_attention(
+                credential.tenant_id, VENDOR, reason, refused=credential.updated_at
+            )
         ),
     ) -> None:
         self._redis = client
@@ -183,8 +185,9 @@ class CrmTokens:
         """A valid-looking access token for the tenant: the cached one, or a fresh one.
 
         Raises `AuthRequiredError` when the tenant's credential needs attention (no request
-        is made), `VendorTimeoutError` (retryable) when another worker held the refresh lock
-        for the whole wait, and the endpoint's `VendorError` when it fails otherwise.
+        is made), `TokenLockBusyError` (retryable, not a breaker failure) when another
+        worker held the refresh lock for the whole wait, and the endpoint's `VendorError`
+        when it fails otherwise.
         """
         try:
             return self._single_flight(tenant_id)
@@ -238,7 +241,7 @@ class CrmTokens:
                 continue  # the credential was stored anew: the flag is gone, look again
             left = deadline - self._clock()
             if left <= 0:
-                raise VendorTimeoutError(
+                raise TokenLockBusyError(
                     f"crm: another worker has been fetching tenant {tenant_id}'s token for "
                     f"{self._lock_wait_s:.1f}s",
                     vendor=VENDOR,
@@ -277,6 +280,8 @@ class CrmTokens:
         credential = self._credentials.get(tenant_id) or self._active_credential(tenant_id)
         try:
             grant = self._endpoint.request_token(tenant_id, credential.secret)
+        except InputError as malformed:  # the stored credential lacks a field: a person must act
+            raise self._give_up(tenant_id, credential, malformed) from None
         except VendorAuthError:
             log.warning(
                 "crm_token.credentials_refused", tenant_id=tenant_id, credential_id=credential.id
@@ -285,7 +290,7 @@ class CrmTokens:
             credential = self._active_credential(tenant_id)
             try:
                 grant = self._endpoint.request_token(tenant_id, credential.secret)
-            except VendorAuthError as again:
+            except (VendorAuthError, InputError) as again:
                 raise self._give_up(tenant_id, credential, again) from None
         self._credentials[tenant_id] = credential
         return grant
@@ -308,20 +313,23 @@ class CrmTokens:
         log.info("crm_token.credential_reactivated", tenant_id=tenant_id)
 
     def _give_up(
-        self, tenant_id: int, credential: Credential, refusal: VendorAuthError
+        self, tenant_id: int, credential: Credential, refusal: VendorAuthError | InputError
     ) -> AuthRequiredError:
         """Mark the credential, flag the tenant in Redis, and say that a person must act."""
-        vendor_error = refusal.details.get("vendor_error") or f"HTTP {refusal.status_code}"
-        reason = (
-            f"AUTH_REQUIRED: crm token endpoint refused the client credentials ({vendor_error})"
-        )
-        self._mark_attention(tenant_id, reason)
+        if isinstance(refusal, InputError):
+            reason = f"AUTH_REQUIRED: {refusal.message}"
+        else:
+            vendor_error = refusal.details.get("vendor_error") or f"HTTP {refusal.status_code}"
+            reason = (
+                f"AUTH_REQUIRED: crm token endpoint refused the client credentials ({vendor_error})"
+            )
+        self._mark_attention(credential, reason)
         try:
             self._redis.set(self.keys(tenant_id)[2], _fingerprint(credential))
         except redis.RedisError as exc:  # the store's status still stops every fetch
             log.warning("crm_token.redis_unavailable", tenant_id=tenant_id, error=str(exc))
         log.error("crm_token.auth_required", tenant_id=tenant_id, credential_id=credential.id)
-        return _auth_required(tenant_id, reason, status_code=refusal.status_code)
+        return _auth_required(tenant_id, reason, status_code=getattr(refusal, "status_code", None))
 
 
 def _auth_required(

@@ -93,6 +93,24 @@ class VendorRateLimitError(VendorError):
         self.retry_after_s = retry_after_s
 
 
+class TenantRateExceededError(VendorRateLimitError):
+    """Our own per-tenant request rate (a token bucket shared by workers) is used up for
+    longer than a worker should wait: no request was made; come back in `retry_after_s`.
+    A pause, not a failure: it never counts against the retry budget or a breaker."""
+
+    code = "TENANT_RATE_EXCEEDED"
+
+
+class TokenLockBusyError(VendorError):
+    """Another worker has been fetching this tenant's access token for the whole bounded
+    wait. Nothing reached the vendor, so no breaker counts it; try again shortly."""
+
+    code = "TOKEN_LOCK_BUSY"
+    http_status = 503
+    retryable = True
+    counts_as_failure = False
+
+
 class VendorServerError(VendorError):
     """5xx: the vendor is failing; worth another try later."""
 

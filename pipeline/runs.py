@@ -24,12 +24,23 @@ from pipeline.db.models import ItemStatus, Run, RunItem, RunKind, RunStatus, Ven
 
 log = structlog.get_logger(__name__)
 TERMINAL = (ItemStatus.SUCCEEDED, ItemStatus.DEGRADED, ItemStatus.FAILED, ItemStatus.DEAD)
+# The `last_error_code` of an item a batch write refused and a single write then saved.
+RECOVERED = "BATCH_REJECTED"
 
 
 @dataclass(frozen=True)
 class RunView:
     run: Run
     items: list[RunItem]
+
+    @property
+    def recovered(self) -> int:
+        """Items that succeeded one by one after their batch write refused them."""
+        return sum(
+            1
+            for item in self.items
+            if item.status == ItemStatus.SUCCEEDED and item.last_error_code == RECOVERED
+        )
 
 
 def create_run(

@@ -5,13 +5,25 @@ write carries an idempotency key derived from the source run and the contact, so
 or redelivered task — even one whose worker was killed mid-batch — never creates a
 duplicate; items already recorded are skipped. A batch that fails for some records keeps
 the rest and retries the failed ones one by one (recovered items keep `last_error_code`
-`BATCH_REJECTED`). Requests stay under the tenant's rate (a Redis token bucket shared by
-all workers). `AUTH_REQUIRED` stops the tenant's sync: a person must store a credential.
+`BATCH_REJECTED`; `RunView.recovered` counts them).
+
+When the CRM cannot take more *now*, the task steps aside rather than fail or hold a worker:
+- the tenant's own request rate (a Redis token bucket shared by all workers) is used up:
+  it comes back when the bucket has refilled, without spending a retry;
+- the CRM fails (5xx, timeout, 429 with its Retry-After) or the tenant's breaker is open:
+  it retries under the one retry policy (open breaker: after its cool-off). Each attempt
+  that recorded progress starts a fresh retry budget, so a long run survives scattered
+  blips, while a CRM that stays down stops the sync after `RETRY_MAX_ATTEMPTS` attempts
+  with `CRM_UNAVAILABLE:<code>` on every record not yet written;
+- it has worked for half its time limit: it continues in a fresh task.
+`AUTH_REQUIRED` stops the tenant's sync at once: a person must store a credential.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -19,22 +31,107 @@ import structlog
 from pipeline import runs
 from pipeline.companies import contacts_by_id
 from pipeline.crm_tokens import AuthRequiredError
-from pipeline.db.models import ItemStatus
-from pipeline.errors import VendorError
+from pipeline.db.models import ItemStatus, RunItem
+from pipeline.errors import (
+    CircuitOpenError,
+    TenantRateExceededError,
+    VendorClientError,
+    VendorError,
+)
 from pipeline.redis_client import redis_for
 from pipeline.resilience.guard import vendor_guard
 from pipeline.resilience.rate_limit import TenantRateLimiter
 from pipeline.settings import get_settings
+from pipeline.vendors import registry
 from pipeline.vendors.crm import CrmClient
 from workers.app import app
 from workers.resilient_task import ResilientTask, RunTask
 
 log = structlog.get_logger(__name__)
-RECOVERED = "BATCH_REJECTED"
 
 
 def idempotency_key(source_run_id: Any, contact_id: int) -> str:
     return f"{source_run_id}:contact:{contact_id}"
+
+
+@dataclass
+class RunSync:
+    """One pass over a sync run's open items; remembers which it finished."""
+
+    run_id: str
+    tenant_id: int
+    source_run_id: Any
+    items: list[RunItem]
+    client: CrmClient
+    limiter: TenantRateLimiter
+    finished: set[int] = field(default_factory=set)
+
+    @property
+    def remaining(self) -> list[RunItem]:
+        return [item for item in self.items if item.id not in self.finished]
+
+    def push(self, batch_size: int, *, until: float) -> None:
+        """Write every open item, a batch at a time, until done or `until` (monotonic)."""
+        contacts = contacts_by_id(self.tenant_id, [_contact_id(i) for i in self.items])
+        for start in range(0, len(self.items), batch_size):
+            if self.finished and time.monotonic() > until:
+                return
+            batch = []
+            for item in self.items[start : start + batch_size]:
+                if _contact_id(item) in contacts:
+                    batch.append(item)
+                else:  # deleted since the enrichment: nothing to push
+                    self._finish(item, ItemStatus.FAILED, ["SOURCE_MISSING:contact"])
+            records = [self._record(item, contacts) for item in batch]
+            accepted = self._write_batch(records)
+            for item, record in zip(batch, records, strict=True):
+                if record["idempotency_key"] in accepted:
+                    self._finish(item, ItemStatus.SUCCEEDED)
+                else:
+                    self._write_one(item, record)
+
+    def _write_batch(self, records: list[dict[str, Any]]) -> set[str]:
+        """The idempotency keys the CRM accepted; a batch refused as a whole accepts none
+        (its records then go one by one, so one bad record cannot sink the others)."""
+        if not records:
+            return set()
+        try:
+            results = self._write(lambda: self.client.upsert_batch(self.tenant_id, records))
+        except VendorClientError:
+            return set()
+        return {str(r.get("idempotency_key")) for r in results if r.get("ok")}
+
+    def _write_one(self, item: RunItem, record: dict[str, Any]) -> None:
+        key = record["idempotency_key"]
+        single = {k: v for k, v in record.items() if k != "idempotency_key"}
+        try:
+            self._write(
+                lambda: self.client.upsert_contact(self.tenant_id, single, idempotency_key=key)
+            )
+        except VendorClientError as exc:  # this record is wrong; the others go on
+            self._finish(item, ItemStatus.FAILED, [f"CRM_REJECTED:{exc.code}"])
+            return
+        runs.record_item_error(item.id, runs.RECOVERED)
+        self._finish(item, ItemStatus.SUCCEEDED)
+
+    def _write(self, request: Any) -> Any:
+        self.limiter.take(self.tenant_id)
+        return vendor_guard().call(self.tenant_id, "crm", request, run_id=self.run_id)
+
+    def _record(self, item: RunItem, contacts: dict[int, Any]) -> dict[str, Any]:
+        contact_id = _contact_id(item)
+        contact, company_name = contacts[contact_id]
+        return {
+            "idempotency_key": idempotency_key(self.source_run_id, contact_id),
+            "external_id": f"pipeline:{self.tenant_id}:{contact_id}",
+            "email": contact.email,
+            "name": contact.name,
+            "company": company_name or "",
+        }
+
+    def _finish(self, item: RunItem, status: ItemStatus, reasons: list[str] | None = None) -> None:
+        runs.finish_item(item.id, status, reasons or [])
+        self.finished.add(item.id)
 
 
 @app.task(
@@ -48,71 +145,66 @@ def sync_run(self: ResilientTask, run_id: str) -> int:
     view = runs.get_run(uuid.UUID(run_id))
     if view is None:
         return 0
-    settings, tenant = get_settings(), view.run.tenant_id
-    open_items = [i for i in view.items if i.status not in runs.TERMINAL]
-    contacts = contacts_by_id(tenant, [int(i.item_key.split(":")[1]) for i in open_items])
-    client = CrmClient(settings)
-    limiter = TenantRateLimiter(
-        redis_for(settings.redis_url),
-        prefix=settings.redis_key_prefix,
-        vendor="crm",
-        rate_per_s=settings.crm_rate_per_s,
-        burst=settings.crm_burst,
+    settings = get_settings()
+    sync = RunSync(
+        run_id=run_id,
+        tenant_id=view.run.tenant_id,
+        source_run_id=view.run.parent_run_id,
+        items=[i for i in view.items if i.status not in runs.TERMINAL],
+        client=registry.crm(),
+        limiter=TenantRateLimiter(
+            redis_for(settings.redis_url),
+            prefix=settings.redis_key_prefix,
+            vendor="crm",
+            rate_per_s=settings.crm_rate_per_s,
+            burst=settings.crm_burst,
+        ),
     )
-
-    def write(request: Any) -> Any:
-        limiter.take(tenant)
-        return self.policy.call(lambda: vendor_guard().call(tenant, "crm", request, run_id=run_id))
-
     runs.mark_running(uuid.UUID(run_id))
-    size = settings.crm_batch_size
-    for start in range(0, len(open_items), size):
-        batch = open_items[start : start + size]
-        records = [_record(tenant, view.run.parent_run_id, item, contacts) for item in batch]
-        try:
-            results = write(lambda records=records: client.upsert_batch(tenant, records))
-        except VendorError as exc:
-            return _stop(open_items[start:], exc)
-        by_key = {r.get("idempotency_key"): r for r in results}
-        for item, record in zip(batch, records, strict=True):
-            if by_key.get(record["idempotency_key"], {}).get("ok"):
-                runs.finish_item(item.id, ItemStatus.SUCCEEDED)
-                continue
-            single = {k: v for k, v in record.items() if k != "idempotency_key"}
-            try:
-                write(
-                    lambda single=single, key=record["idempotency_key"]: client.upsert_contact(
-                        tenant, single, idempotency_key=key
-                    )
-                )
-            except AuthRequiredError as exc:
-                return _stop(open_items[open_items.index(item) :], exc)
-            except VendorError as exc:
-                runs.finish_item(item.id, ItemStatus.FAILED, [f"CRM_REJECTED:{exc.code}"])
-                continue
-            runs.record_item_error(item.id, RECOVERED)
-            runs.finish_item(item.id, ItemStatus.SUCCEEDED)
-    return len(open_items)
+    try:
+        sync.push(settings.crm_batch_size, until=time.monotonic() + settings.task_time_limit_s / 2)
+    except AuthRequiredError:
+        return _stop(sync, "AUTH_REQUIRED")
+    except TenantRateExceededError as exc:
+        return _come_back(sync, exc.retry_after_s or 1.0, why=exc.code)
+    except VendorError as exc:
+        return _retry_or_stop(self, sync, exc)
+    if sync.remaining:
+        return _come_back(sync, 0.0, why="TIME_BUDGET")
+    return len(sync.finished)
 
 
-def _record(tenant: int, source_run_id: Any, item: Any, contacts: dict[int, Any]) -> dict[str, Any]:
-    contact_id = int(item.item_key.split(":")[1])
-    contact, company_name = contacts[contact_id]
-    return {
-        "idempotency_key": idempotency_key(source_run_id, contact_id),
-        "external_id": f"pipeline:{tenant}:{contact_id}",
-        "email": contact.email,
-        "name": contact.name,
-        "company": company_name or "",
-    }
+def _retry_or_stop(task: ResilientTask, sync: RunSync, exc: VendorError) -> int:
+    """The CRM failed: try again later under the retry policy, or stop if it is spent."""
+    policy = task.policy
+    attempt = 1 if sync.finished else task.request.retries + 1
+    if isinstance(exc, CircuitOpenError):  # no call was made: wait out the cool-off
+        cool_off = float(exc.details.get("retry_in_s") or 0.0)
+        delay = cool_off + 0.05 if attempt < policy.max_attempts else None
+    else:
+        delay = policy.delay_for(attempt, exc, key=task.request.id or "")
+    if delay is None:
+        final = policy.final_error(exc, attempt)
+        return _stop(sync, f"CRM_UNAVAILABLE:{getattr(final, 'code', exc.code)}")
+    if sync.finished:  # progress was made: a fresh task, with a fresh retry budget
+        return _come_back(sync, delay, why=exc.code)
+    raise task.retry(exc=exc, countdown=delay, max_retries=policy.max_attempts - 1)
 
 
-def _stop(items: list[Any], exc: VendorError) -> int:
-    """The CRM cannot take more now (credentials refused, or down past the retry policy)."""
-    reason = (
-        "AUTH_REQUIRED" if isinstance(exc, AuthRequiredError) else f"CRM_UNAVAILABLE:{exc.code}"
-    )
+def _come_back(sync: RunSync, countdown: float, *, why: str) -> int:
+    """Continue this run in a fresh task after `countdown` seconds (items done stay done)."""
+    log.info("crm_sync.continues_later", countdown_ms=round(countdown * 1000), why=why)
+    sync_run.apply_async((sync.run_id,), countdown=countdown)
+    return len(sync.finished)
+
+
+def _stop(sync: RunSync, reason: str) -> int:
+    """The CRM cannot take more (credentials refused, or down past the retry policy)."""
     log.warning("crm_sync.stopped", reason=reason)
-    for item in items:
+    for item in sync.remaining:
         runs.finish_item(item.id, ItemStatus.FAILED, [reason])
-    return 0
+    return len(sync.finished)
+
+
+def _contact_id(item: RunItem) -> int:
+    return int(item.item_key.split(":")[1])

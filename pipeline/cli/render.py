@@ -24,11 +24,8 @@ def run_summary(view: RunView) -> Text:
     )
     if run.degraded_reasons:
         text.append(f"\nreasons: {run.degraded_reasons}")
-    recovered = sum(
-        1 for i in view.items if i.status == "succeeded" and i.last_error_code == "BATCH_REJECTED"
-    )
-    if recovered:
-        text.append(f"\nrecovered one by one after a batch rejected them: {recovered}")
+    if view.recovered:
+        text.append(f"\nrecovered one by one after a batch rejected them: {view.recovered}")
     if run.export_disabled:
         text.append(f"\nexport disabled: {run.export_disabled_reason}")
     if run.parent_run_id:

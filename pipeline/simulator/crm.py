@@ -94,7 +94,7 @@ class CrmVendor:
         with self._lock:
             client = self._clients.get(call.tenant, {}).get(str(data.get("client_id", "")))
             if client is None or client.secret != str(data.get("client_secret", "")):
-                raise Refusal(401, "invalid_client")
+                raise Refusal(400, "invalid_client")  # RFC 6749 §5.2: credentials in the body
             token = secrets.token_urlsafe(24)
             self._tokens[token] = _Token(call.tenant, self._clock() + client.expires_in)
         body = {"access_token": token, "token_type": "bearer", "expires_in": client.expires_in}

@@ -23,6 +23,7 @@ from pipeline.errors import (
     InputError,
     VendorAuthError,
     VendorBadResponseError,
+    VendorClientError,
     classify,
     raise_for_vendor,
 )
@@ -30,6 +31,8 @@ from pipeline.settings import Settings
 from pipeline.vendors.base import VendorClient
 
 _ERROR_CODE = re.compile(r"[a-z_]{1,40}")
+# OAuth2 (RFC 6749 §5.2) refuses bad client credentials with a 400 and one of these codes.
+_OAUTH_REFUSALS = frozenset({"invalid_client", "invalid_grant", "unauthorized_client"})
 
 
 class CrmClient(VendorClient):
@@ -153,6 +156,16 @@ class CrmClient(VendorClient):
         except VendorAuthError as exc:
             exc.details["vendor_error"] = _vendor_error(response)
             raise
+        except VendorClientError as exc:
+            vendor_error = _vendor_error(response)
+            if vendor_error not in _OAUTH_REFUSALS:
+                raise
+            raise VendorAuthError(
+                f"crm refused the client credentials ({vendor_error})",
+                vendor=self.vendor,
+                status_code=exc.status_code,
+                details={"vendor_error": vendor_error},
+            ) from None
 
 
 def _vendor_error(response: requests.Response) -> str:

@@ -7,6 +7,7 @@ from functools import lru_cache
 from pipeline.settings import get_settings
 from pipeline.vendors.contacts import ApifyLinkedinClient, ContactsClient, LushaClient
 from pipeline.vendors.crawler import CrawlerClient
+from pipeline.vendors.crm import CrmClient
 from pipeline.vendors.search import SearchClient
 from pipeline.vendors.zerobounce import ZeroBounceClient
 
@@ -32,7 +33,13 @@ def zerobounce() -> ZeroBounceClient:
     return ZeroBounceClient(get_settings())
 
 
+@lru_cache(maxsize=1)
+def crm() -> CrmClient:
+    """One per process, so its token store's memory of the last credential read is shared."""
+    return CrmClient(get_settings())
+
+
 def forget_clients() -> None:
     """Drop pooled connections inherited across a fork."""
-    for builder in (crawler, search, contacts, zerobounce):
+    for builder in (crawler, search, contacts, zerobounce, crm):
         builder.cache_clear()

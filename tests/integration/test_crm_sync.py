@@ -5,10 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from pipeline import enqueue_crm_sync, enqueue_enrichment
 from pipeline.companies import contact_ids_of_companies
-from pipeline.credentials import put_credential
+from pipeline.credentials import get_credential, put_credential
+from pipeline.db.engine import session_scope
+from pipeline.db.models import VendorCall
+from pipeline.settings import get_settings
 from pipeline.simulator import Simulator
 from tests.integration.test_enrichment import company, finished, reasons
 
@@ -81,3 +85,60 @@ def test_refused_credentials_stop_the_sync_with_auth_required(
     assert view.run.status == "failed"
     assert {r for item in reasons(view) for r in item} == {"AUTH_REQUIRED"}
     assert simulator.crm_contacts(tenant) == []
+
+
+def crm_calls(run_id: Any) -> list[VendorCall]:
+    with session_scope() as session:
+        rows = session.scalars(
+            select(VendorCall)
+            .where(VendorCall.run_id == run_id, VendorCall.vendor == "crm")
+            .order_by(VendorCall.at)
+        )
+        return list(rows)
+
+
+def test_a_crm_that_fails_for_a_while_is_retried_later_and_every_record_lands_once(
+    simulator: Simulator, tenant: int
+) -> None:
+    source = enriched(simulator, tenant)
+    simulator.set_fault(vendor="crm", tenant=tenant, status=503, times=2)
+    sync = finished(enqueue_crm_sync(tenant, run_id=source.run.id))
+    assert sync.run.status == "succeeded", reasons(sync)
+    assert len(simulator.crm_contacts(tenant)) == len(sync.items)
+    assert simulator.stats()["duplicate_idempotency_keys"].get(str(tenant), 0) == 0
+    codes = [c.error_code for c in crm_calls(sync.run.id)]
+    assert codes[:2] == ["SERVER_ERROR", "SERVER_ERROR"] and codes[2:] == [None] * len(codes[2:])
+
+
+def test_a_crm_that_stays_down_stops_the_sync_after_the_retry_budget(
+    simulator: Simulator, tenant: int
+) -> None:
+    source = enriched(simulator, tenant)
+    simulator.set_fault(vendor="crm", tenant=tenant, status=503)
+    sync = finished(enqueue_crm_sync(tenant, run_id=source.run.id))
+    assert sync.run.status == "failed"
+    assert {r for item in reasons(sync) for r in item} == {"CRM_UNAVAILABLE:RETRIES_EXHAUSTED"}
+    attempts = get_settings().retry_max_attempts
+    assert len(crm_calls(sync.run.id)) == attempts, "one batch call per attempt, no storm"
+
+
+def test_retry_after_from_the_crm_is_waited_out_by_the_task_not_failed(
+    simulator: Simulator, tenant: int
+) -> None:
+    source = enriched(simulator, tenant)
+    simulator.set_fault(vendor="crm", tenant=tenant, status=429, retry_after=1.5, times=1)
+    sync = finished(enqueue_crm_sync(tenant, run_id=source.run.id))
+    assert sync.run.status == "succeeded", reasons(sync)
+    refused, *written = crm_calls(sync.run.id)
+    assert refused.error_code == "RATE_LIMITED" and written and written[0].ok
+    assert (written[0].at - refused.at).total_seconds() >= 1.5
+
+
+def test_an_oauth_invalid_client_answer_stops_the_sync_as_auth_required(
+    simulator: Simulator, tenant: int
+) -> None:
+    source = enriched(simulator, tenant)
+    put_credential(tenant, "crm", {"client_id": "nobody-knows-me", "client_secret": SECRET})
+    view = finished(enqueue_crm_sync(tenant, run_id=source.run.id))
+    assert {r for item in reasons(view) for r in item} == {"AUTH_REQUIRED"}
+    assert get_credential(tenant, "crm").needs_attention

@@ -95,9 +95,9 @@ def test_token_endpoint_takes_json_and_refuses_unknown_clients(sim: Simulator) -
     )
 
     assert json_grant.status_code == 200
-    assert token(sim, secret="wrong").status_code == 401
+    assert token(sim, secret="wrong").status_code == 400  # RFC 6749 §5.2
     assert token(sim, secret="wrong").json() == {"error": "invalid_client"}
-    assert token(sim, tenant=2).status_code == 401  # client-1 belongs to tenant 1 only
+    assert token(sim, tenant=2).status_code == 400  # client-1 belongs to tenant 1 only
 
 
 def test_revoked_expired_and_foreign_tokens_are_401(sim: Simulator, clock: FakeClock) -> None:
@@ -164,7 +164,7 @@ def test_a_down_crm_fails_every_call_including_tokens(sim: Simulator) -> None:
     sim.set_fault(vendor="crm", tenant=TENANT, down=True)
 
     assert token(sim).status_code == 503
-    assert token(sim, tenant=2).status_code == 401  # tenant 2 reaches the CRM (no client)
+    assert token(sim, tenant=2).status_code == 400  # tenant 2 reaches the CRM (no client)
     assert sim.stats()["errors"]["crm"] == {"1": 1, "2": 1}
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.credentials import Credential
 from pipeline.crm_tokens import SCRIPTS, AuthRequiredError, CrmTokens, TokenGrant, cache_ttl_s
-from pipeline.errors import VendorAuthError, VendorError, VendorTimeoutError
+from pipeline.errors import TokenLockBusyError, VendorAuthError, VendorError, VendorTimeoutError
 
 TENANT = 7
 
@@ -100,7 +100,9 @@ def store(
         clock=clock,
         sleep=clock.sleep,
         read_credential=read,
-        mark_attention=lambda t, reason: (marked if marked is not None else []).append(reason),
+        mark_attention=lambda _credential, reason: (marked if marked is not None else []).append(
+            reason
+        ),
     )
 
 
@@ -156,11 +158,11 @@ def test_a_waiting_worker_polls_until_the_holder_caches_the_token() -> None:
     assert endpoint.secrets == [], "the waiter never asks the endpoint"
 
 
-def test_the_wait_is_bounded_and_ends_in_a_retryable_error() -> None:
+def test_the_wait_is_bounded_and_ends_in_a_retryable_error_no_breaker_counts() -> None:
     redis, clock, endpoint = ScriptedRedis({"fetch_or_lock": [[0]]}), Clock(), Endpoint()
-    with pytest.raises(VendorTimeoutError) as raised:
+    with pytest.raises(TokenLockBusyError) as raised:
         store(redis, endpoint, clock).token(TENANT)
-    assert raised.value.retryable
+    assert raised.value.retryable and not raised.value.counts_as_failure
     assert sum(clock.sleeps) == pytest.approx(1.0)
     assert endpoint.secrets == []
 
