@@ -237,19 +237,15 @@ def classify(
     if isinstance(outcome, requests.HTTPError) and outcome.response is not None:
         outcome = outcome.response  # raise_for_status(): judge the response, not the raise
     if isinstance(outcome, requests.Response):
-        status = outcome.status_code
-        if status < 400:
+        if outcome.status_code < 400:
             return None
-        message = f"{vendor or 'vendor'} answered {status}{_where(outcome.request)}"
-        kw: dict[str, Any] = {"vendor": vendor, "status_code": status}
-        if status == 429:
-            retry_after = parse_retry_after(outcome.headers.get("Retry-After"), now=now)
-            return VendorRateLimitError(message, retry_after_s=retry_after, **kw)
-        if status in (401, 403):
-            return VendorAuthError(message, **kw)
-        if status < 500:
-            return VendorClientError(message, **kw)
-        return VendorServerError(message, **kw)
+        return classify_status(
+            outcome.status_code,
+            vendor,
+            where=_where(outcome.request),
+            retry_after=outcome.headers.get("Retry-After"),
+            now=now,
+        )
     name = vendor or "vendor"
     if isinstance(outcome, requests.Timeout):
         return VendorTimeoutError(f"{name} timed out{_where(outcome.request)}", vendor=vendor)
@@ -261,6 +257,28 @@ def classify(
             vendor=vendor,
         )
     return None
+
+
+def classify_status(
+    status: int,
+    vendor: str = "",
+    *,
+    where: str = "",
+    retry_after: str | None = None,
+    now: float | None = None,
+) -> VendorError:
+    """The `VendorError` for an HTTP error status (>= 400), whatever client saw it."""
+    message = f"{vendor or 'vendor'} answered {status}{where}"
+    kw: dict[str, Any] = {"vendor": vendor, "status_code": status}
+    if status == 429:
+        return VendorRateLimitError(
+            message, retry_after_s=parse_retry_after(retry_after, now=now), **kw
+        )
+    if status in (401, 403):
+        return VendorAuthError(message, **kw)
+    if status < 500:
+        return VendorClientError(message, **kw)
+    return VendorServerError(message, **kw)
 
 
 def raise_for_vendor(response: requests.Response, vendor: str) -> requests.Response:

@@ -12,22 +12,29 @@ recorded degraded — the export never aborts and never retries forever.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from typing import Any
 
+import redis
 import structlog
+from redis.exceptions import LockError
 
 from pipeline import runs
 from pipeline.companies import companies_by_id, contacts_of
 from pipeline.credentials import get_credential
 from pipeline.db.models import ItemStatus
-from pipeline.errors import PipelineError, VendorError
+from pipeline.errors import CircuitOpenError, PipelineError, VendorAuthError, VendorError
+from pipeline.redis_client import redis_for
+from pipeline.resilience.guard import vendor_guard
 from pipeline.resilience.retry import RetryPolicy
 from pipeline.settings import get_settings
-from pipeline.vendors.erp import ErpClient, ErpFieldRejectedError
+from pipeline.vendors.erp import ErpClient, ErpDatabaseMissingError, ErpFieldRejectedError, Guarded
 from workers.app import app
 from workers.resilient_task import ResilientTask, RunTask
 
 log = structlog.get_logger(__name__)
+LEASE_RETRY_S = 5.0
 
 
 def partner_vals(tenant_id: int, company: Any, emails: list[str]) -> dict[str, Any]:
@@ -49,10 +56,11 @@ def partner_vals(tenant_id: int, company: Any, emails: list[str]) -> dict[str, A
     return vals
 
 
-def erp_client(tenant_id: int) -> ErpClient:
+def erp_client(tenant_id: int, guarded: Guarded) -> ErpClient:
     settings = get_settings()
     secret = get_credential(tenant_id, "erp").secret
     return ErpClient(
+        guarded=guarded,
         url=secret.get("url") or f"{settings.vendor_url('erp')}/xmlrpc/2",
         db=secret["db"],
         login=secret["login"],
@@ -62,15 +70,24 @@ def erp_client(tenant_id: int) -> ErpClient:
     )
 
 
-def export_one(client: ErpClient, policy: RetryPolicy, vals: dict[str, Any]) -> list[str]:
-    """Write one partner; the reasons it earned (empty: written as it was)."""
-    try:
-        policy.call(upsert_partner, client, vals)
-        return []
-    except ErpFieldRejectedError as refused:
-        strippable = [f for f in get_settings().export_strippable_fields if f in vals]
-        if refused.field not in strippable:
-            raise
+def export_one(
+    client: ErpClient, policy: RetryPolicy, vals: dict[str, Any], stripped: set[str]
+) -> list[str]:
+    """Write one partner; the reasons it earned (empty: written as it was).
+
+    `stripped` is what this export already had to strip: later records leave those fields
+    out from the start instead of meeting the same refusal (and it grows when they meet a
+    new one).
+    """
+    strippable = [f for f in get_settings().export_strippable_fields if f in vals]
+    if not stripped.intersection(strippable):
+        try:
+            policy.call(upsert_partner, client, vals)
+            return []
+        except ErpFieldRejectedError as refused:
+            if refused.field not in strippable:
+                raise
+        stripped.update(strippable)
     policy.call(upsert_partner, client, {k: v for k, v in vals.items() if k not in strippable})
     return [f"EXPORT_FIELDS_STRIPPED:{'+'.join(strippable)}"]
 
@@ -81,6 +98,19 @@ def upsert_partner(client: ErpClient, vals: dict[str, Any]) -> int:
         return client.create_partner(vals)
     client.write_partner(existing, vals)
     return existing
+
+
+def disables_export(exc: PipelineError) -> bool:
+    """The ERP as a whole cannot take writes now — at start or mid-run alike: unreachable
+    past the retry policy, its breaker open, the login refused, the database missing, or
+    no usable credential. Anything else concerns one record."""
+    if not isinstance(exc, VendorError):
+        return True  # no credential, or one that cannot be decrypted
+    return (
+        exc.retryable
+        or isinstance(exc, VendorAuthError | ErpDatabaseMissingError | CircuitOpenError)
+        or exc.code == "RETRIES_EXHAUSTED"
+    )
 
 
 @app.task(
@@ -94,32 +124,72 @@ def export_run(self: ResilientTask, run_id: str) -> int:
     view = runs.get_run(uuid.UUID(run_id))
     if view is None:
         return 0
-    tenant, policy = view.run.tenant_id, self.policy
-    open_items = [i for i in view.items if i.status not in runs.TERMINAL]
+    tenant = view.run.tenant_id
+    with tenant_lease(tenant) as held:
+        if not held:  # another export for this tenant is writing: come back, never race it
+            log.info("export.waits_for_lease", run_id=run_id)
+            export_run.apply_async((run_id,), countdown=LEASE_RETRY_S)
+            return 0
+        return _export(self.policy, run_id, tenant, view.items)
+
+
+def _export(policy: RetryPolicy, run_id: str, tenant: int, items: list[Any]) -> int:
+    open_items = [i for i in items if i.status not in runs.TERMINAL]
     companies = companies_by_id(tenant, [int(i.item_key.split(":")[1]) for i in open_items])
     runs.mark_running(uuid.UUID(run_id))
+    guard = vendor_guard()
     try:
-        client = erp_client(tenant)
+        client = erp_client(tenant, lambda fn: guard.call(tenant, "erp", fn, run_id=run_id))
         policy.call(client.authenticate)
-    except PipelineError as exc:  # unreachable, no database, no or unreadable credential
+    except PipelineError as exc:
         return _disable(run_id, open_items, exc)
+    stripped: set[str] = set()
     for position, item in enumerate(open_items):
         company_id = int(item.item_key.split(":")[1])
-        company = companies[company_id]
+        company = companies.get(company_id)
+        if company is None:  # deleted since the enrichment: nothing to export
+            runs.finish_item(item.id, ItemStatus.FAILED, ["SOURCE_MISSING:company"])
+            continue
         emails = [c.email for c in contacts_of(company_id) if c.email_status == "valid"]
         try:
-            reasons = export_one(client, policy, partner_vals(tenant, company, emails))
+            reasons = export_one(client, policy, partner_vals(tenant, company, emails), stripped)
         except ErpFieldRejectedError as exc:
             runs.finish_item(item.id, ItemStatus.FAILED, [f"EXPORT_REJECTED:{exc.field}"])
             continue
         except VendorError as exc:
-            if exc.retryable or exc.code == "RETRIES_EXHAUSTED":  # the ERP went away mid-run
+            if disables_export(exc):
                 return _disable(run_id, open_items[position:], exc)
             runs.finish_item(item.id, ItemStatus.FAILED, [f"EXPORT_FAILED:{exc.code}"])
             continue
         status = ItemStatus.DEGRADED if reasons else ItemStatus.SUCCEEDED
         runs.finish_item(item.id, status, reasons)
     return len(open_items)
+
+
+@contextmanager
+def tenant_lease(tenant_id: int) -> Iterator[bool]:
+    """One export per tenant at a time: two writing at once could both miss a partner in
+    `find_partner` and both create it. A redis-py `Lock` (token-checked release) that
+    expires after the task's time limit, so a killed worker's lease frees itself. If Redis
+    is unreachable the export goes on unleased rather than stop."""
+    settings = get_settings()
+    lease = redis_for(settings.redis_url).lock(
+        f"{settings.redis_key_prefix}:lease:{{{tenant_id}}}:erp",
+        timeout=settings.task_time_limit_s,
+        blocking=False,
+    )
+    try:
+        held = bool(lease.acquire())
+    except redis.RedisError as exc:
+        log.warning("export.lease_unavailable", error=type(exc).__name__)
+        yield True
+        return
+    try:
+        yield held
+    finally:
+        if held:
+            with suppress(redis.RedisError, LockError):
+                lease.release()
 
 
 def _disable(run_id: str, items: list[Any], exc: PipelineError) -> int:

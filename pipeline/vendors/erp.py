@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import re
 import xmlrpc.client
+from collections.abc import Callable
 from typing import Any
 
 from pipeline.errors import (
@@ -17,11 +18,13 @@ from pipeline.errors import (
     VendorClientError,
     VendorConnectionError,
     VendorError,
-    VendorServerError,
     VendorTimeoutError,
+    classify_status,
 )
 
 PARTNER = "res.partner"
+# Runs one request under the caller's guards: `guarded(lambda: rpc(...))`.
+Guarded = Callable[[Callable[[], Any]], Any]
 _INVALID_FIELD = re.compile(r"Invalid field '([^']+)'")
 
 
@@ -55,12 +58,24 @@ class _TimeoutTransport(xmlrpc.client.Transport):
 
 
 class ErpClient:
+    """Every RPC goes through `guarded` (the tenant's breaker, the bulkhead, call stats:
+    `VendorGuard.call` bound to the tenant and run) — the same path as every other vendor."""
+
     vendor = "erp"
 
     def __init__(
-        self, *, url: str, db: str, login: str, password: str, tenant_id: int, timeout: float
+        self,
+        *,
+        url: str,
+        db: str,
+        login: str,
+        password: str,
+        tenant_id: int,
+        timeout: float,
+        guarded: Guarded = lambda fn: fn(),
     ) -> None:
         self._db, self._login, self._password = db, login, password
+        self._guarded = guarded
         headers = [("X-Tenant-Id", str(tenant_id))]
         base = url.rstrip("/")
         self._common = xmlrpc.client.ServerProxy(
@@ -98,14 +113,16 @@ class ErpClient:
         )
 
     def _rpc(self, method: Any, *args: Any) -> Any:
+        return self._guarded(lambda: self._unguarded_rpc(method, *args))
+
+    def _unguarded_rpc(self, method: Any, *args: Any) -> Any:
         try:
             return method(*args)
         except xmlrpc.client.Fault as fault:
             raise classify_fault(fault) from None
         except xmlrpc.client.ProtocolError as exc:
-            status = exc.errcode
-            error = VendorServerError if status >= 500 else VendorClientError
-            raise error(f"erp answered {status}", vendor=self.vendor, status_code=status) from None
+            retry_after = exc.headers.get("Retry-After") if exc.headers else None
+            raise classify_status(exc.errcode, self.vendor, retry_after=retry_after) from None
         except TimeoutError:
             raise VendorTimeoutError("erp timed out", vendor=self.vendor) from None
         except (OSError, http.client.HTTPException) as exc:

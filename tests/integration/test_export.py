@@ -8,8 +8,16 @@ import pytest
 
 from pipeline import enqueue_enrichment, enqueue_export
 from pipeline.credentials import put_credential
-from pipeline.errors import InputError
+from pipeline.errors import (
+    CircuitOpenError,
+    InputError,
+    VendorAuthError,
+    VendorClientError,
+    VendorServerError,
+)
 from pipeline.simulator import Simulator
+from pipeline.vendors.erp import ErpDatabaseMissingError, ErpFieldRejectedError
+from tasks.export import disables_export, tenant_lease
 from tests.integration.test_enrichment import company, finished, reasons
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -82,3 +90,45 @@ def test_exporting_someone_elses_or_an_unknown_run_is_refused(
         enqueue_export(tenant + 1, run_id=source.run.id)
     with pytest.raises(InputError, match="not a run id"):
         enqueue_export(tenant, run_id="nope")
+
+
+def test_an_erp_that_goes_down_mid_run_disables_the_rest_and_keeps_what_was_written(
+    simulator: Simulator, tenant: int
+) -> None:
+    source = enriched(simulator, tenant, n=4)
+    # authenticate, then find + create per partner: the ERP fails from the third partner on
+    simulator.set_fault(vendor="erp", tenant=tenant, status=503, skip=1 + 2 * 2)
+    view = finished(enqueue_export(tenant, run_id=source.run.id))
+    assert view.run.export_disabled and view.run.status == "degraded"
+    disabled = ("EXPORT_DISABLED:RETRIES_EXHAUSTED",)
+    assert sorted(map(tuple, reasons(view))) == [(), (), disabled, disabled]
+    assert len(simulator.erp_partners(tenant)) == 2
+
+
+@pytest.mark.parametrize(
+    ("error", "disables"),
+    [
+        (VendorAuthError("login refused", vendor="erp"), True),
+        (ErpDatabaseMissingError("no db", vendor="erp"), True),
+        (CircuitOpenError("open", vendor="erp"), True),
+        (VendorServerError("503", vendor="erp"), True),
+        (InputError("no erp credential"), True),
+        (VendorClientError("one bad record", vendor="erp"), False),
+        (ErpFieldRejectedError("website", vendor="erp", field="website"), False),
+    ],
+)
+def test_what_disables_the_export_is_the_same_at_start_and_mid_run(
+    error: Exception, disables: bool
+) -> None:
+    assert disables_export(error) is disables  # type: ignore[arg-type]
+
+
+def test_one_export_per_tenant_writes_at_a_time(tenant: int) -> None:
+    with (
+        tenant_lease(tenant) as first,
+        tenant_lease(tenant) as second,
+        tenant_lease(tenant + 1) as other_tenant,
+    ):
+        assert (first, second, other_tenant) == (True, False, True)
+    with tenant_lease(tenant) as again:
+        assert again, "released when the export ended"
