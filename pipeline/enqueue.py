@@ -166,7 +166,7 @@ def enqueue_enrichment(
         correlation_id=cid,
         options={**flags.model_dump(), "then": stages},
     )
-    _send("tasks.enrichment.start_run", run_id, cid)
+    send_run(RunKind.ENRICHMENT, run_id, cid)
     return run_id
 
 
@@ -176,6 +176,7 @@ def enqueue_export(
     run_id: uuid.UUID | str,
     then: Sequence[str] = (),
     correlation_id: str | None = None,
+    follows: uuid.UUID | None = None,
 ) -> uuid.UUID:
     """Export the companies an enrichment run processed to the tenant's ERP; returns the new
     export run's id at once (the export run's `parent_run_id` is the enrichment run)."""
@@ -183,9 +184,7 @@ def enqueue_export(
     keys = [f"company:{cid}" for cid in _enriched_company_ids(source)]
     if not keys:
         raise InputError(f"run {source.run.id} has no enriched companies to export")
-    return _start_stage(
-        RunKind.EXPORT, "tasks.export.export_run", tenant, source, keys, then, correlation_id
-    )
+    return _start_stage(RunKind.EXPORT, tenant, source, keys, then, correlation_id, follows)
 
 
 def enqueue_crm_sync(
@@ -194,6 +193,7 @@ def enqueue_crm_sync(
     run_id: uuid.UUID | str,
     then: Sequence[str] = (),
     correlation_id: str | None = None,
+    follows: uuid.UUID | None = None,
 ) -> uuid.UUID:
     """Push the contacts an enrichment run found to the tenant's CRM; returns the new sync
     run's id at once (its `parent_run_id` is the enrichment run)."""
@@ -204,9 +204,7 @@ def enqueue_crm_sync(
     keys = [f"contact:{cid}" for cid in contact_ids_of_companies(tenant, company_ids)]
     if not keys:
         raise InputError(f"run {source.run.id} found no contacts to sync")
-    return _start_stage(
-        RunKind.CRM_SYNC, "tasks.crm_sync.sync_run", tenant, source, keys, then, correlation_id
-    )
+    return _start_stage(RunKind.CRM_SYNC, tenant, source, keys, then, correlation_id, follows)
 
 
 def _enriched_company_ids(source: runs.RunView) -> list[int]:
@@ -220,14 +218,18 @@ def _enriched_company_ids(source: runs.RunView) -> list[int]:
 
 def _start_stage(
     kind: RunKind,
-    task: str,
     tenant: int,
     source: runs.RunView,
     keys: list[str],
     then: Sequence[str],
     correlation_id: str | None,
+    follows: uuid.UUID | None,
 ) -> uuid.UUID:
-    """A run that works from an enrichment run (its parent), handed to the workers."""
+    """A run that works from an enrichment run (its parent), handed to the workers.
+
+    As a pipeline's next stage (`follows` the run before it) it is created once however
+    often this is called, and a broker that is down leaves it pending for
+    `pipeline.stages.sweep_pipelines` to send again, rather than failing the pipeline."""
     cid = correlation_id or source.run.correlation_id or uuid.uuid4().hex
     stage_id = runs.create_run(
         tenant,
@@ -236,8 +238,9 @@ def _start_stage(
         correlation_id=cid,
         parent_run_id=source.run.id,
         options={"then": check_stages(then)},
+        follows_run_id=follows,
     )
-    _send(task, stage_id, cid)
+    send_run(kind, stage_id, cid, fail_if_unsent=follows is None)
     return stage_id
 
 
@@ -253,14 +256,31 @@ def _source_run(tenant_id: int, run_id: uuid.UUID | str) -> tuple[int, runs.RunV
     return tenant, source
 
 
-def _send(task: str, run_id: uuid.UUID, correlation_id: str) -> None:
-    """Hand a run to the workers; a broker that is down fails the run instead of losing it."""
+# The task that works through a run of each kind, given the run id.
+RUN_TASKS = {
+    RunKind.ENRICHMENT: "tasks.enrichment.start_run",
+    RunKind.CRM_SYNC: "tasks.crm_sync.sync_run",
+    RunKind.EXPORT: "tasks.export.export_run",
+}
+
+
+def send_run(
+    kind: RunKind | str, run_id: uuid.UUID, correlation_id: str, *, fail_if_unsent: bool = True
+) -> None:
+    """Hand a run to the workers. A broker that is down raises `DependencyUnavailableError`
+    and (unless told otherwise) fails the run, so it is never silently lost."""
     from workers.app import app
 
     try:
-        app.send_task(task, args=[str(run_id)], headers={"x_correlation_id": correlation_id})
+        app.send_task(
+            RUN_TASKS[RunKind(kind)],
+            args=[str(run_id)],
+            headers={"x_correlation_id": correlation_id},
+        )
     except Exception as exc:
-        runs.fail_unstarted(run_id, "ENQUEUE_FAILED")
+        if fail_if_unsent:
+            runs.fail_unstarted(run_id, "ENQUEUE_FAILED")
         raise DependencyUnavailableError(
-            f"the broker is unreachable ({type(exc).__name__}); run {run_id} marked failed"
+            f"the broker is unreachable ({type(exc).__name__}); run {run_id} "
+            + ("marked failed" if fail_if_unsent else "left pending, to be sent again")
         ) from None

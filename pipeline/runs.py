@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import case, event, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pipeline.db.engine import joined, session_scope
@@ -51,10 +52,18 @@ def create_run(
     correlation_id: str | None = None,
     options: dict[str, Any] | None = None,
     parent_run_id: uuid.UUID | None = None,
+    follows_run_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
+    """A pending run with one item per key. `follows_run_id` makes it the next stage of
+    that run: at most one run follows another, so a second try returns the first's id."""
     keys = list(dict.fromkeys(item_keys))
+    if follows_run_id is not None:
+        existing = follower_of(follows_run_id)
+        if existing is not None:
+            return existing
     run = Run(
         parent_run_id=parent_run_id,
+        follows_run_id=follows_run_id,
         tenant_id=tenant_id,
         kind=kind,
         status=RunStatus.PENDING,
@@ -62,11 +71,34 @@ def create_run(
         items_total=len(keys),
         options=options or {},
     )
-    with session_scope() as session:
-        session.add(run)
-        session.flush()
-        session.add_all(RunItem(run_id=run.id, item_key=key) for key in keys)
+    try:
+        with session_scope() as session:
+            session.add(run)
+            session.flush()
+            session.add_all(RunItem(run_id=run.id, item_key=key) for key in keys)
+    except IntegrityError:
+        found = follower_of(follows_run_id) if follows_run_id is not None else None
+        if found is None:
+            raise
+        return found  # a concurrent start of the same stage won
     return run.id
+
+
+def follower_of(run_id: uuid.UUID) -> uuid.UUID | None:
+    """The run started as the next stage of `run_id`, if any."""
+    with session_scope() as session:
+        return session.scalar(select(Run.id).where(Run.follows_run_id == run_id))
+
+
+def mark_handed_off(run_id: uuid.UUID) -> bool:
+    """Record that a closed run's next stage was dealt with; False if it already was."""
+    with session_scope() as session:
+        done = session.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.handed_off_at.is_(None))
+            .values(handed_off_at=utcnow())
+        )
+        return bool(done.rowcount)  # type: ignore[attr-defined]
 
 
 @contextmanager
@@ -212,7 +244,10 @@ def _close(db: Session, run_id: uuid.UUID) -> Run | None:
     if closed.rowcount != 1:  # type: ignore[attr-defined]
         return None
     db.info.setdefault(_CLOSED_RUNS, []).append(run_id)
-    return db.get_one(Run, run_id)
+    run = db.get_one(Run, run_id)
+    if not (run.options or {}).get("then"):  # no next stage: nothing to hand off
+        run.handed_off_at = run.finished_at
+    return run
 
 
 # -- what happens after a run closes ----------------------------------------------------------

@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///pipeline.db"
     broker_visibility_timeout_s: int = Field(default=3600, gt=0)
     task_time_limit_s: int = Field(default=300, gt=0)
+    # How often beat runs the pipeline sweeper (lost stage hand-offs; pipeline.stages).
+    pipeline_sweep_s: float = Field(default=60.0, gt=0)
 
     # Vendor HTTP
     http_connect_timeout_s: float = Field(default=2.0, gt=0)

@@ -1,52 +1,121 @@
 """Pipelines of runs: enrichment, then CRM sync, then ERP export — each its own run.
 
 A run enqueued with `then=[...]` starts the next stage when it closes (`runs.when_run_closes`
-calls `start_next_stage` once, in the process that closed it). Every stage works from the
-first run (the enrichment) and records it as its `parent_run_id`. A degraded stage lets the
+calls `start_next_stage` once, in the process that closed it, right after the commit).
+Every stage works from the first run (the enrichment) and records it as its
+`parent_run_id`, and the run just before it as `follows_run_id`. A degraded stage lets the
 next one start; a failed one (nothing processed) stops the pipeline and says so on itself.
+
+Why not a Celery canvas: a stage's input is decided by how the stage before it *ended*
+(which companies were enriched, whether it failed), known only when its last item closes
+— in whichever worker that happens. Chaining at enqueue time would need a chord over all
+items, whose counter lives in the result backend and dies with it.
+
+The hand-off is made durable rather than trusted:
+- starting a stage is idempotent: at most one run follows another (a unique column), and
+  the closed run records `handed_off_at` once its next stage is dealt with;
+- `sweep_pipelines` (a periodic task, every `PIPELINE_SWEEP_S`) finds what a crash or a
+  down broker left behind — a closed run never handed off, or a next stage never sent —
+  and makes it good. Sending a run's task twice is safe: run tasks skip finished items and
+  every write is idempotent.
 """
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from pipeline import runs
 from pipeline.db.engine import session_scope
-from pipeline.db.models import Run, RunStatus
-from pipeline.errors import InputError
+from pipeline.db.models import Run, RunStatus, utcnow
+from pipeline.errors import DependencyUnavailableError, InputError
 
 log = structlog.get_logger(__name__)
+CLOSED = (RunStatus.SUCCEEDED, RunStatus.DEGRADED, RunStatus.FAILED)
 
 
 def start_next_stage(run_id: uuid.UUID) -> None:
     view = runs.get_run(run_id)
-    if view is None:
+    if view is None or view.run.handed_off_at is not None:
         return
     run = view.run
     then: list[str] = list((run.options or {}).get("then") or [])
     if not then:
         return
     if run.status == RunStatus.FAILED:
-        _note(run, f"PIPELINE_STOPPED:{run.kind}_failed")
+        if runs.mark_handed_off(run.id):
+            _note(run, f"PIPELINE_STOPPED:{run.kind}_failed")
         return
     first = run.parent_run_id or run.id
     from pipeline.enqueue import enqueue_crm_sync, enqueue_export
 
     starters: dict[str, Any] = {"crm_sync": enqueue_crm_sync, "export": enqueue_export}
+    skipped: list[str] = []
     while then:
         stage, then = then[0], then[1:]
         try:
-            started = starters[stage](run.tenant_id, run_id=first, then=then)
+            started = starters[stage](run.tenant_id, run_id=first, then=then, follows=run.id)
         except InputError as exc:  # nothing for this stage to do: go on to the next
             log.info("pipeline.stage_skipped", stage=stage, why=exc.message)
-            _note(run, f"STAGE_SKIPPED:{stage}")
+            skipped.append(f"STAGE_SKIPPED:{stage}")
             continue
         log.info("pipeline.stage_started", stage=stage, run_id=str(started))
-        return
+        break
+    if runs.mark_handed_off(run.id):
+        for reason in skipped:
+            _note(run, reason)
+
+
+def sweep_pipelines(
+    *, now: datetime | None = None, grace_s: float = 30.0, tenant_id: int | None = None
+) -> int:
+    """Make good the hand-offs a crash or a down broker lost; returns how many it redid.
+
+    Looks only at runs closed (or next stages created) more than `grace_s` ago, so it
+    never races the normal after-commit hand-off; all tenants', or one tenant's.
+    """
+    cutoff = (now or utcnow()) - timedelta(seconds=grace_s)
+    tenant = [] if tenant_id is None else [Run.tenant_id == tenant_id]
+    with session_scope() as session:
+        not_handed_off = list(
+            session.scalars(
+                select(Run.id).where(
+                    Run.status.in_(CLOSED),
+                    Run.handed_off_at.is_(None),
+                    Run.finished_at < cutoff,
+                    *tenant,
+                )
+            )
+        )
+        unsent = session.execute(
+            select(Run.id, Run.kind, Run.correlation_id).where(
+                Run.follows_run_id.is_not(None),
+                Run.status == RunStatus.PENDING,
+                Run.created_at < cutoff,
+                *tenant,
+            )
+        ).all()
+    redone = 0
+    for run_id in not_handed_off:
+        view = runs.get_run(run_id)
+        if view is not None and (view.run.options or {}).get("then"):
+            log.warning("pipeline.handoff_redone", run_id=str(run_id))
+            start_next_stage(run_id)
+            redone += 1
+    from pipeline.enqueue import send_run
+
+    for run_id, kind, correlation_id in unsent:
+        log.warning("pipeline.stage_resent", run_id=str(run_id))
+        try:
+            send_run(kind, run_id, correlation_id or uuid.uuid4().hex, fail_if_unsent=False)
+        except DependencyUnavailableError:
+            break  # the broker is still down: the next sweep tries again
+        redone += 1
+    return redone
 
 
 def _note(run: Run, reason: str) -> None:

@@ -22,9 +22,15 @@ ROUTES = {
     "tasks.crm_sync.*": {"queue": "critical"},
     "tasks.enrichment.*": {"queue": "default"},
     "tasks.export.*": {"queue": "export"},
+    "tasks.maintenance.*": {"queue": "critical"},
 }
 # Job modules the worker imports; each is added when its job is built.
-TASK_MODULES: tuple[str, ...] = ("tasks.crm_sync", "tasks.enrichment", "tasks.export")
+TASK_MODULES: tuple[str, ...] = (
+    "tasks.crm_sync",
+    "tasks.enrichment",
+    "tasks.export",
+    "tasks.maintenance",
+)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -58,6 +64,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": True,
         "worker_hijack_root_logger": False,
         "imports": TASK_MODULES,
+        # `celery -A workers.app beat`: the periodic housekeeping (tasks.maintenance).
+        "beat_schedule": {
+            "sweep-pipelines": {
+                "task": "tasks.maintenance.sweep_pipelines",
+                "schedule": settings.pipeline_sweep_s,
+            },
+        },
     }
 
 

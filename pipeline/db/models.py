@@ -84,6 +84,12 @@ class Run(Base):
     parent_run_id: Mapped[uuid.UUID | None] = mapped_column(
         Uuid, ForeignKey("runs.id", ondelete="SET NULL")
     )
+    # The stage before this one in the same pipeline (unique: a stage starts once), and, on
+    # that stage, when it handed off (started, skipped or stopped its next stage).
+    follows_run_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("runs.id", ondelete="SET NULL"), unique=True
+    )
+    handed_off_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Export only: the tenant's ERP could not take anything, and why.
     export_disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     export_disabled_reason: Mapped[str | None] = mapped_column(Text)

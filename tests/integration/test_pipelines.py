@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from pipeline import enqueue_enrichment
+from pipeline import enqueue_enrichment, runs
 from pipeline.credentials import put_credential
 from pipeline.db.engine import session_scope
-from pipeline.db.models import Run
+from pipeline.db.models import Run, RunKind, utcnow
 from pipeline.errors import InputError
 from pipeline.simulator import Simulator
+from pipeline.stages import start_next_stage, sweep_pipelines
 from tests.integration.test_enrichment import company, finished
 from tests.support.processes import wait_until
 
@@ -21,11 +23,15 @@ DONE = {"succeeded", "degraded", "failed"}
 
 
 def stages_of(first: uuid.UUID, count: int) -> dict[str, Run]:
+    """The pipeline's `count` later stages once all have closed; a duplicate stage fails."""
+
     def look() -> dict[str, Run] | None:
         with session_scope() as session:
             found = session.scalars(select(Run).where(Run.parent_run_id == first)).all()
-        by_kind = {run.kind: run for run in found if run.status in DONE}
-        return by_kind if len(by_kind) == count else None
+        kinds = [run.kind for run in found]
+        assert len(kinds) == len(set(kinds)) <= count, f"stages started more than once: {kinds}"
+        done = {run.kind: run for run in found if run.status in DONE}
+        return done if len(done) == count else None
 
     return wait_until(look, timeout=90, interval=0.2, what=f"{count} stages after {first}")
 
@@ -79,3 +85,48 @@ def test_a_failed_stage_stops_the_pipeline_and_says_so(simulator: Simulator, ten
 def test_unknown_stages_are_refused(tenant: int) -> None:
     with pytest.raises(InputError, match="then"):
         enqueue_enrichment(tenant, [company(1, tenant)], then=["crm_sync", "fax"])
+
+
+def lose_the_handoff(run_id: uuid.UUID, then: list[str]) -> None:
+    """As if the process that closed the run died before it could start the next stage."""
+    with session_scope() as session:
+        run = session.get_one(Run, run_id)
+        run.options = {**run.options, "then": then}
+        run.handed_off_at = None
+        run.finished_at = utcnow() - timedelta(minutes=5)
+
+
+def test_the_sweeper_starts_a_stage_whose_hand_off_was_lost_and_only_once(
+    simulator: Simulator, tenant: int
+) -> None:
+    ready_tenant(simulator, tenant)
+    first = enqueue_enrichment(tenant, [company(i, tenant) for i in range(2)])
+    finished(first)
+    lose_the_handoff(first, ["crm_sync"])
+    assert sweep_pipelines(tenant_id=tenant) == 1
+    assert stages_of(first, 1)["crm_sync"].status == "succeeded"
+    assert sweep_pipelines(tenant_id=tenant) == 0, "handed off now"
+    start_next_stage(first)  # the closing process's hook, late
+    with session_scope() as session:
+        session.execute(update(Run).where(Run.id == first).values(handed_off_at=None))
+    start_next_stage(first)  # even with the mark gone, a stage follows a run once
+    assert len(stages_of(first, 1)) == 1
+    assert simulator.stats()["duplicate_idempotency_keys"].get(str(tenant), 0) == 0
+
+
+def test_the_sweeper_sends_a_stage_that_was_created_but_never_sent(
+    simulator: Simulator, tenant: int
+) -> None:
+    ready_tenant(simulator, tenant)
+    first = enqueue_enrichment(tenant, [company(1, tenant)])
+    source = finished(first)
+    keys = [f"company:{i.item_key.split(':')[1]}" for i in source.items]
+    stage = runs.create_run(tenant, RunKind.EXPORT, keys, parent_run_id=first, follows_run_id=first)
+    assert sweep_pipelines(tenant_id=tenant) == 0, "too fresh: it may still be on its way"
+    with session_scope() as session:
+        session.execute(
+            update(Run).where(Run.id == stage).values(created_at=utcnow() - timedelta(minutes=5))
+        )
+    assert sweep_pipelines(tenant_id=tenant) == 1
+    assert finished(stage).run.status == "succeeded"
+    assert len(simulator.erp_partners(tenant)) == 1
