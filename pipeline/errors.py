@@ -45,6 +45,21 @@ class InputError(PipelineError):
     http_status = 422
 
 
+class NotFoundError(PipelineError):
+    """No such thing — or not one the caller may see (another tenant's ids are not found,
+    not forbidden, so ids never leak)."""
+
+    code = "NOT_FOUND"
+    http_status = 404
+
+
+class AlreadyReplayedError(PipelineError):
+    """This dead letter was replayed already (perhaps by a concurrent request)."""
+
+    code = "ALREADY_REPLAYED"
+    http_status = 409
+
+
 class DependencyUnavailableError(PipelineError):
     """Our own broker or database cannot be reached; nothing was started."""
 

@@ -225,6 +225,38 @@ def fail_unstarted(run_id: uuid.UUID, reason: str) -> None:
         )
 
 
+def reopen_items(
+    run_id: uuid.UUID,
+    item_ids: Iterable[int] | None = None,
+    *,
+    to: ItemStatus = ItemStatus.PENDING,
+) -> int:
+    """Give dead or failed items (all of the run's, or these) another go: they become `to`
+    and the run opens again, its latch wound back, so it closes — and its counts and
+    status are recomputed — when they finish. Items that succeeded are left alone."""
+    retryable = (ItemStatus.DEAD, ItemStatus.FAILED)
+    with session_scope() as session:
+        query = (
+            update(RunItem)
+            .where(RunItem.run_id == run_id, RunItem.status.in_(retryable))
+            .values(status=to, degraded_reasons="", updated_at=utcnow())
+        )
+        if item_ids is not None:
+            query = query.where(RunItem.id.in_(list(item_ids)))
+        reopened = int(session.execute(query).rowcount)  # type: ignore[attr-defined]
+        if reopened:
+            session.execute(
+                update(Run)
+                .where(Run.id == run_id)
+                .values(
+                    items_done=Run.items_done - reopened,
+                    status=RunStatus.RUNNING,
+                    finished_at=None,
+                )
+            )
+    return reopened
+
+
 def mark_running(run_id: uuid.UUID) -> None:
     with session_scope() as session:
         session.execute(

@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///pipeline.db"
     broker_visibility_timeout_s: int = Field(default=3600, gt=0)
     task_time_limit_s: int = Field(default=300, gt=0)
+    # A message whose worker process dies this many times is dead-lettered, not run again.
+    task_max_deliveries: int = Field(default=3, ge=1)
     # How often beat runs the pipeline sweeper (lost stage hand-offs; pipeline.stages).
     pipeline_sweep_s: float = Field(default=60.0, gt=0)
 

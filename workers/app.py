@@ -64,6 +64,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": True,
         "worker_hijack_root_logger": False,
         "imports": TASK_MODULES,
+        # Keeps undecodable messages in the dead-letter store instead of dropping them.
+        "worker_consumer": "workers.dead_letters:DeadLetterConsumer",
         # `celery -A workers.app beat`: the periodic housekeeping (tasks.maintenance).
         "beat_schedule": {
             "sweep-pipelines": {

@@ -33,6 +33,7 @@ from pipeline.errors import VendorError
 from pipeline.resilience.guard import CallRecorder, vendor_guard
 from pipeline.resilience.retry import RetryPolicy
 from pipeline.settings import get_settings
+from workers.deliveries import delivered_too_often
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -52,6 +53,8 @@ class ResilientTask(celery.Task):
         return ResilientTask._policy
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if delivered_too_often(self, args, kwargs):  # a poison message: dead-lettered
+            return None
         try:
             return super().__call__(*args, **kwargs)
         except VendorError as exc:

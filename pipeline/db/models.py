@@ -216,3 +216,46 @@ class Credential(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
+
+
+class DeadLetterStatus(StrEnum):
+    DEAD = "dead"
+    REPLAYED = "replayed"
+
+
+class DeadLetter(Base):
+    """A task that will not succeed by itself: kept with what is needed to understand and
+    replay it (`pipeline.dead_letters`). One row per task id: a poison message that comes
+    back counts `failures` up instead of adding rows. Arguments never hold secrets (tasks
+    carry tenant, run and item ids only)."""
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (
+        UniqueConstraint("task_id", name="uq_dead_letters_task_id"),
+        Index("ix_dead_letters_tenant_status", "tenant_id", "status"),
+        Index("ix_dead_letters_run", "run_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(String(64))
+    task_name: Mapped[str] = mapped_column(String(255))
+    args: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    kwargs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # What else the message carried that a replay needs (the rest of a chain).
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    tenant_id: Mapped[int | None] = mapped_column(BigInteger)
+    run_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    item_id: Mapped[int | None] = mapped_column(BigInteger)
+    # failure | rejected | time_limit | worker_lost | undecodable | unknown_task
+    path: Mapped[str] = mapped_column(String(32))
+    error_code: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(Text, default="")
+    traceback: Mapped[str] = mapped_column(Text, default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    failures: Mapped[int] = mapped_column(Integer, default=1)
+    correlation_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default=DeadLetterStatus.DEAD)
+    replay_task_id: Mapped[str | None] = mapped_column(String(64))
+    first_failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    replayed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

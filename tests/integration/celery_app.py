@@ -6,11 +6,13 @@ Started by the tests as `celery -A tests.integration.celery_app worker`.
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import redis
 import requests
 import structlog
+from celery.exceptions import SoftTimeLimitExceeded
 
 from pipeline.errors import VendorError, raise_for_vendor
 from pipeline.settings import get_settings
@@ -58,3 +60,22 @@ def call_once(
     except VendorError as exc:
         return {"pid": os.getpid(), "error_code": exc.code}
     return {"pid": os.getpid(), "error_code": None}
+
+
+@app.task(base=ResilientTask, bind=True, name="tests.hang", soft_time_limit=1, time_limit=2)
+def hang(self: ResilientTask, *, tenant_id: int) -> None:
+    """Stands for a call that never answers and ignores the soft time limit: the hard
+    limit kills its process. (A soft limit above the hard one would hold the hard one off:
+    Celery arms the hard timer only once the soft one fires.)"""
+    stuck = threading.Event()
+    while True:
+        try:
+            stuck.wait()
+        except SoftTimeLimitExceeded:
+            continue
+
+
+@app.task(base=ResilientTask, bind=True, name="tests.kill_own_process")
+def kill_own_process(self: ResilientTask, *, tenant_id: int) -> None:
+    """A poison message: whichever worker process runs it dies (as with a segfault)."""
+    os.kill(os.getpid(), 9)

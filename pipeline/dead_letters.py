@@ -1,0 +1,257 @@
+"""The dead-letter store: every task that will not succeed by itself lands here once.
+
+Celery on Redis has no dead-letter queue: a message whose retries ran out, that raised a
+non-retryable error, hit its time limit, kept killing its worker, or could not even be
+decoded is simply gone. `workers.dead_letters` catches each of those paths and calls
+`record`; operators list, read and replay entries (`pipeline dlq`, the API).
+
+Recording is idempotent per task id: a poison message that comes back updates its row
+(`failures`, `last_failed_at`) instead of adding one. The run item the task worked on is
+marked `dead` and its run's counts follow, so no run waits forever for it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import case, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from pipeline import runs
+from pipeline.db.engine import session_scope
+from pipeline.db.models import DeadLetter, DeadLetterStatus, ItemStatus, Run, utcnow
+from pipeline.errors import AlreadyReplayedError, NotFoundError
+
+log = structlog.get_logger(__name__)
+MAX_MESSAGE = 2000
+MAX_TRACEBACK = 20000
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What a task worked on: its tenant, run and (for a per-item step) item."""
+
+    tenant_id: int | None = None
+    run_id: uuid.UUID | None = None
+    item_id: int | None = None
+
+
+def subject_of(args: Sequence[Any], kwargs: Mapping[str, Any]) -> Subject:
+    """Read the subject off a task's arguments: a step's context dict (`run_id`,
+    `item_id`, `tenant_id`), or a run task's run id; anything else has none."""
+    first = args[0] if args else None
+    if isinstance(first, Mapping):
+        source: Mapping[str, Any] = first
+    else:
+        source = {**kwargs, **({"run_id": first} if isinstance(first, str) else {})}
+    run_id = _uuid(source.get("run_id"))
+    tenant = source.get("tenant_id")
+    if tenant is None and run_id is not None:
+        view = runs.get_run(run_id)
+        tenant = view.run.tenant_id if view else None
+    item = source.get("item_id")
+    return Subject(
+        tenant_id=int(tenant) if isinstance(tenant, int | str) and str(tenant).isdigit() else None,
+        run_id=run_id,
+        item_id=int(item) if isinstance(item, int) else None,
+    )
+
+
+def record(
+    *,
+    task_id: str,
+    task_name: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    path: str,
+    error_code: str,
+    message: str,
+    traceback: str = "",
+    attempts: int = 1,
+    correlation_id: str | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> int:
+    """Keep a dead task (once per task id) and mark what it worked on dead; the entry id."""
+    subject = subject_of(args, kwargs) if path != "undecodable" else Subject()
+    now = utcnow()
+    row = {
+        "task_id": task_id[:64],
+        "task_name": task_name[:255],
+        "args": list(args),
+        "kwargs": dict(kwargs),
+        "options": dict(options or {}),
+        "tenant_id": subject.tenant_id,
+        "run_id": subject.run_id,
+        "item_id": subject.item_id,
+        "path": path,
+        "error_code": error_code[:64],
+        "message": message[:MAX_MESSAGE],
+        "traceback": traceback[-MAX_TRACEBACK:],
+        "attempts": attempts,
+        "correlation_id": (correlation_id or "")[:64] or None,
+        "status": DeadLetterStatus.DEAD,
+        "first_failed_at": now,
+        "last_failed_at": now,
+    }
+    entry_id = _insert_or_count(row)
+    _mark_subject_dead(subject, f"DEAD_LETTER:{error_code[:40]}")
+    log.error(
+        "task.dead_lettered",
+        dead_letter_id=entry_id,
+        task=task_name,
+        path=path,
+        error_code=error_code,
+        run_id=str(subject.run_id) if subject.run_id else None,
+        item_id=subject.item_id,
+    )
+    return entry_id
+
+
+def _insert_or_count(row: dict[str, Any]) -> int:
+    for _ in range(2):  # a concurrent first insert of the same task id: count it up instead
+        with session_scope() as session:
+            updated = session.scalar(
+                update(DeadLetter)
+                .where(DeadLetter.task_id == row["task_id"])
+                .values(
+                    # Celery reports some deaths twice (a hard time limit: from its timer
+                    # and again from the pool); the same death again is not a new failure.
+                    failures=DeadLetter.failures
+                    + case(
+                        (
+                            (DeadLetter.path == row["path"])
+                            & (DeadLetter.attempts == row["attempts"])
+                            & (DeadLetter.status == DeadLetterStatus.DEAD),
+                            0,
+                        ),
+                        else_=1,
+                    ),
+                    last_failed_at=row["last_failed_at"],
+                    path=row["path"],
+                    error_code=row["error_code"],
+                    message=row["message"],
+                    traceback=row["traceback"],
+                    attempts=row["attempts"],
+                    status=DeadLetterStatus.DEAD,
+                )
+                .returning(DeadLetter.id)
+            )
+            if updated is not None:
+                return int(updated)
+        try:
+            with session_scope() as session:
+                new_id = session.scalar(insert(DeadLetter).values(**row).returning(DeadLetter.id))
+                return int(new_id or 0)
+        except IntegrityError:
+            continue
+    raise RuntimeError(f"could not record dead letter for task {row['task_id']}")
+
+
+def _mark_subject_dead(subject: Subject, reason: str) -> None:
+    """The item (or, for a run task, every open item of the run) is dead: the run closes."""
+    if subject.run_id is None:
+        return
+    try:
+        view = runs.get_run(subject.run_id)
+        for item in view.items if view else []:
+            wanted = subject.item_id is None or item.id == subject.item_id
+            if wanted and item.status not in runs.TERMINAL:
+                runs.finish_item(item.id, ItemStatus.DEAD, [reason])
+    except Exception as error:  # the entry is kept; the item can be replayed by hand
+        log.error("dead_letter.subject_not_marked", error=type(error).__name__)
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+def list_entries(
+    *,
+    tenant_id: int | None = None,
+    run_id: uuid.UUID | None = None,
+    status: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[DeadLetter]:
+    """Newest first, filtered by tenant, run and status."""
+    query = select(DeadLetter).order_by(DeadLetter.id.desc()).limit(limit).offset(offset)
+    if tenant_id is not None:
+        query = query.where(DeadLetter.tenant_id == tenant_id)
+    if run_id is not None:
+        query = query.where(DeadLetter.run_id == run_id)
+    if status is not None:
+        query = query.where(DeadLetter.status == status)
+    with session_scope() as session:
+        return list(session.scalars(query))
+
+
+def get_entry(entry_id: int, *, tenant_id: int | None = None) -> DeadLetter:
+    """The entry; `NotFoundError` if there is none (or it belongs to another tenant)."""
+    with session_scope() as session:
+        entry = session.get(DeadLetter, entry_id)
+    if entry is None or (tenant_id is not None and entry.tenant_id != tenant_id):
+        raise NotFoundError(f"no dead letter {entry_id}")
+    return entry
+
+
+def claim_for_replay(entry_id: int, replay_task_id: str, *, tenant_id: int | None = None) -> None:
+    """Mark the entry replayed by `replay_task_id` — once: of two concurrent replays one
+    wins, the other gets `AlreadyReplayedError`."""
+    get_entry(entry_id, tenant_id=tenant_id)
+    with session_scope() as session:
+        claimed = session.execute(
+            update(DeadLetter)
+            .where(DeadLetter.id == entry_id, DeadLetter.status == DeadLetterStatus.DEAD)
+            .values(
+                status=DeadLetterStatus.REPLAYED,
+                replayed_at=utcnow(),
+                replay_task_id=replay_task_id,
+            )
+        )
+        if not claimed.rowcount:  # type: ignore[attr-defined]
+            raise AlreadyReplayedError(f"dead letter {entry_id} was already replayed")
+
+
+def unclaim(entry_id: int) -> None:
+    """Undo a claim whose replay could not be sent (the broker was down)."""
+    with session_scope() as session:
+        session.execute(
+            update(DeadLetter)
+            .where(DeadLetter.id == entry_id)
+            .values(status=DeadLetterStatus.DEAD, replayed_at=None, replay_task_id=None)
+        )
+
+
+def dead_entries_of_run(run_id: uuid.UUID) -> list[int]:
+    with session_scope() as session:
+        return list(
+            session.scalars(
+                select(DeadLetter.id).where(
+                    DeadLetter.run_id == run_id, DeadLetter.status == DeadLetterStatus.DEAD
+                )
+            )
+        )
+
+
+def purge(older_than: timedelta, *, now: datetime | None = None) -> int:
+    """Delete entries whose last failure is older than `older_than`; how many."""
+    cutoff = (now or utcnow()) - older_than
+    with session_scope() as session:
+        gone = session.execute(delete(DeadLetter).where(DeadLetter.last_failed_at < cutoff))
+        return int(gone.rowcount)  # type: ignore[attr-defined]
+
+
+def tenant_of_run(run_id: uuid.UUID) -> int | None:
+    with session_scope() as session:
+        return session.scalar(select(Run.tenant_id).where(Run.id == run_id))
+
+
+def _uuid(value: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value)) if value else None
+    except ValueError:
+        return None
