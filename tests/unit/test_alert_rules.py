@@ -110,3 +110,14 @@ def test_the_expression_reader_sees_through_functions_and_matchers() -> None:
     assert names_in(expr) == {"a_total", "b", "c"}
     assert labels_in(expr) == {"a_total": {"outcome"}}
     assert grouping_labels_in(expr) == {"vendor"}
+
+
+def test_the_compose_prometheus_loads_these_rules_and_scrapes_the_worker_port() -> None:
+    config = yaml.safe_load((RULES.parent / "prometheus.yml").read_text())
+    assert [Path(p).name for p in config["rule_files"]] == [RULES.name]
+    compose = yaml.safe_load((RULES.parents[2] / "docker-compose.yml").read_text())
+    port = compose["services"]["worker"]["environment"]["WORKER_METRICS_PORT"]
+    targets = [
+        t for job in config["scrape_configs"] for s in job["static_configs"] for t in s["targets"]
+    ]
+    assert f"worker:{port}" in targets
