@@ -4,8 +4,9 @@ WORKDIR /app
 COPY pyproject.toml README.md alembic.ini ./
 COPY pipeline ./pipeline
 COPY workers ./workers
+COPY tasks ./tasks
 COPY alembic ./alembic
-RUN mkdir -p tasks && pip install --no-cache-dir -e .
+RUN pip install --no-cache-dir -e .
 RUN useradd --create-home pipeline
 USER pipeline
 CMD ["celery", "-A", "workers.app", "worker", "--loglevel", "INFO"]

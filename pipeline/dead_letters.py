@@ -19,10 +19,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import case, delete, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from pipeline import runs
+from pipeline import metrics, runs
 from pipeline.db.engine import session_scope
 from pipeline.db.models import DeadLetter, DeadLetterStatus, ItemStatus, Run, utcnow
 from pipeline.errors import AlreadyReplayedError, NotFoundError
@@ -30,6 +30,8 @@ from pipeline.errors import AlreadyReplayedError, NotFoundError
 log = structlog.get_logger(__name__)
 MAX_MESSAGE = 2000
 MAX_TRACEBACK = 20000
+# Messages no task can run: their task name (from the message) is not one of ours.
+UNRUNNABLE = ("undecodable", "unknown_task")
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,9 @@ def record(
         "first_failed_at": now,
         "last_failed_at": now,
     }
-    entry_id = _insert_or_count(row)
+    entry_id, new_death = _insert_or_count(row)
+    if new_death:
+        metrics.count_dead_letter(path if path in UNRUNNABLE else task_name)
     _mark_subject_dead(subject, f"DEAD_LETTER:{error_code[:40]}")
     log.error(
         "task.dead_lettered",
@@ -112,41 +116,42 @@ def record(
     return entry_id
 
 
-def _insert_or_count(row: dict[str, Any]) -> int:
+def _insert_or_count(row: dict[str, Any]) -> tuple[int, bool]:
+    """The entry's id, and whether this is a new death (not one reported twice)."""
     for _ in range(2):  # a concurrent first insert of the same task id: count it up instead
         with session_scope() as session:
-            updated = session.scalar(
-                update(DeadLetter)
+            existing = session.execute(
+                select(DeadLetter.id, DeadLetter.path, DeadLetter.attempts, DeadLetter.status)
                 .where(DeadLetter.task_id == row["task_id"])
-                .values(
-                    # Celery reports some deaths twice (a hard time limit: from its timer
-                    # and again from the pool); the same death again is not a new failure.
-                    failures=DeadLetter.failures
-                    + case(
-                        (
-                            (DeadLetter.path == row["path"])
-                            & (DeadLetter.attempts == row["attempts"])
-                            & (DeadLetter.status == DeadLetterStatus.DEAD),
-                            0,
-                        ),
-                        else_=1,
-                    ),
-                    last_failed_at=row["last_failed_at"],
-                    path=row["path"],
-                    error_code=row["error_code"],
-                    message=row["message"],
-                    traceback=row["traceback"],
-                    attempts=row["attempts"],
-                    status=DeadLetterStatus.DEAD,
+                .with_for_update()
+            ).first()
+            if existing is not None:
+                # Celery reports some deaths twice (a hard time limit: from its timer and
+                # again from the pool); the same death again is not a new failure.
+                same = (existing.path, existing.attempts, existing.status) == (
+                    row["path"],
+                    row["attempts"],
+                    DeadLetterStatus.DEAD,
                 )
-                .returning(DeadLetter.id)
-            )
-            if updated is not None:
-                return int(updated)
+                session.execute(
+                    update(DeadLetter)
+                    .where(DeadLetter.id == existing.id)
+                    .values(
+                        failures=DeadLetter.failures + (0 if same else 1),
+                        last_failed_at=row["last_failed_at"],
+                        path=row["path"],
+                        error_code=row["error_code"],
+                        message=row["message"],
+                        traceback=row["traceback"] or DeadLetter.traceback,
+                        attempts=row["attempts"],
+                        status=DeadLetterStatus.DEAD,
+                    )
+                )
+                return int(existing.id), not same
         try:
             with session_scope() as session:
                 new_id = session.scalar(insert(DeadLetter).values(**row).returning(DeadLetter.id))
-                return int(new_id or 0)
+                return int(new_id or 0), True
         except IntegrityError:
             continue
     raise RuntimeError(f"could not record dead letter for task {row['task_id']}")

@@ -41,7 +41,7 @@ def replay_entry(entry_id: int, *, tenant_id: int | None = None) -> str:
     from workers.app import app
 
     entry = dead_letters.get_entry(entry_id, tenant_id=tenant_id)
-    if entry.path in ("undecodable", "unknown_task"):
+    if entry.path in dead_letters.UNRUNNABLE:
         raise InputError(f"dead letter {entry_id} is a message no task can run ({entry.path})")
     replay_id = uuid.uuid4().hex
     dead_letters.claim_for_replay(entry_id, replay_id, tenant_id=tenant_id)
@@ -106,7 +106,7 @@ def replay_tenant(tenant_id: int) -> int:
     run_ids = {entry.run_id for entry in entries if entry.run_id is not None}
     replayed = sum(replay_run(run_id, tenant_id=tenant_id) for run_id in run_ids)
     for entry in entries:
-        if entry.run_id is None and entry.path not in ("undecodable", "unknown_task"):
+        if entry.run_id is None and entry.path not in dead_letters.UNRUNNABLE:
             try:
                 replay_entry(entry.id, tenant_id=tenant_id)
                 replayed += 1

@@ -128,6 +128,18 @@ class Settings(BaseSettings):
     crm_token_lock_wait_s: float = Field(default=20.0, gt=0)
     crm_token_poll_s: float = Field(default=0.05, gt=0)
 
+    # Metrics (pipeline.metrics): the directory prometheus-client's multiprocess mode shares
+    # between a worker's processes (the same variable the library reads), and where the
+    # worker's main process serves them (no port: it serves none).
+    prometheus_multiproc_dir: str | None = None
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    worker_metrics_address: str = "0.0.0.0"
+
+    # Flower (`pipeline flower`): basic auth, never without a password
+    flower_user: str = Field(default="admin", min_length=1, pattern=r"^[^:,]+$")
+    flower_password: SecretStr | None = None
+    flower_port: int = Field(default=5555, ge=1, le=65535)
+
     @field_validator("cb_global_exempt_vendors", "export_strippable_fields", mode="before")
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
@@ -158,10 +170,23 @@ class Settings(BaseSettings):
             raise ValueError("expected sqlite:///path or postgresql+psycopg2://user@host/db")
         return value
 
+    @field_validator("flower_password")
+    @classmethod
+    def _flower_password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and "," in value.get_secret_value():
+            # Flower splits its basic-auth option on commas: such a password never matches.
+            raise ValueError("must not contain a comma (Flower splits its credentials on them)")
+        return value
+
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
         if self.retry_max_delay_ms < self.retry_base_delay_ms:
             raise ValueError("RETRY_MAX_DELAY_MS must be >= RETRY_BASE_DELAY_MS")
+        if self.worker_metrics_port is not None and not self.prometheus_multiproc_dir:
+            raise ValueError(
+                "WORKER_METRICS_PORT needs PROMETHEUS_MULTIPROC_DIR: the pool's processes "
+                "count the metrics, and only through that directory can the port show them"
+            )
         # A late-acked task held as an ETA message past the visibility timeout is
         # redelivered and runs twice; the longest countdown plus a full run must fit.
         longest_call = self.http_connect_timeout_s + self.http_read_timeout_s
@@ -233,6 +258,7 @@ _SECRET_FIELDS = {
     "vendor_api_keys",
     "vendor_urls",
     "pipeline_secret_key",
+    "flower_password",
 }
 
 

@@ -29,6 +29,7 @@ import celery
 import structlog
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from pipeline import metrics
 from pipeline.errors import VendorError
 from pipeline.resilience.guard import CallRecorder, vendor_guard
 from pipeline.resilience.retry import RetryPolicy
@@ -84,6 +85,7 @@ class ResilientTask(celery.Task):
                 raise final from exc
             eta = datetime.now(UTC) + timedelta(seconds=delay)
             max_retries = self.policy.max_attempts - 1
+            metrics.count_retry(exc)
             log.info(
                 "task.retry",
                 attempt=attempt,

@@ -4,7 +4,7 @@
     breaker_for(tenant_id, "crm").call(push_contacts, batch)
 
 `breaker_for` is the one breaker factory: thresholds come from settings (with per-vendor
-overrides), state from Redis, transitions go to the log and the `breaker_events` table.
+overrides), state from Redis, transitions go to the log, the `breaker_events` table and the metrics.
 One tenant's failures never touch another tenant's breaker: the key holds both ids.
 """
 
@@ -97,11 +97,13 @@ def configure_breakers(factory: BreakerFactory | None) -> None:
 
 def default_factory() -> BreakerFactory:
     from pipeline.db.breaker_events import record_breaker_event
+    from pipeline.metrics import count_breaker_transition
     from pipeline.redis_client import redis_for
 
     settings = get_settings()
     client = None if settings.embedded else redis_for(settings.redis_url)
-    return BreakerFactory(client, settings, sinks=(log_transition, record_breaker_event))
+    sinks = (log_transition, record_breaker_event, count_breaker_transition)
+    return BreakerFactory(client, settings, sinks=sinks)
 
 
 def breaker_for(tenant_id: int, vendor: str) -> pybreaker.CircuitBreaker:

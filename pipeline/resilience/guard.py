@@ -7,8 +7,8 @@
 - `requests` errors become `VendorError`s *without* their cause attached: a requests
   exception's text holds the full URL, query string (API key) included; an answer the
   client cannot read becomes `VendorBadResponseError`;
-- every call that reached the vendor is recorded (calls, errors, latency); refusals by the
-  breaker or the bulkhead reached nobody and are not.
+- every call that reached the vendor is recorded (calls, errors, latency) and counted in
+  the metrics; refusals by the breaker or the bulkhead reached nobody and are not.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any, Protocol, TypeVar
 import requests
 import structlog
 
+from pipeline import metrics
 from pipeline.errors import (
     VendorBadResponseError,
     VendorConnectionError,
@@ -103,14 +104,16 @@ class VendorGuard:
         error_code: str | None,
     ) -> None:
         """Stats are bookkeeping: failing to write them must not fail the vendor call."""
-        if recorder is None:
-            return
+        seconds = self._timer() - started
         try:
+            metrics.observe_vendor_call(vendor, seconds, error_code)
+            if recorder is None:
+                return
             recorder(
                 tenant_id=tenant_id,
                 vendor=vendor,
                 ok=error_code is None,
-                latency_ms=(self._timer() - started) * 1000,
+                latency_ms=seconds * 1000,
                 error_code=error_code,
                 run_id=uuid.UUID(str(run_id)) if run_id else None,
             )

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import tenacity
 
+from pipeline import metrics
 from pipeline.errors import (
     RetriesExhaustedError,
     VendorError,
@@ -99,11 +100,16 @@ class RetryPolicy:
             error = state.outcome.exception() if state.outcome else None
             return error is not None and self.will_retry(state.attempt_number, error)
 
+        def count(state: tenacity.RetryCallState) -> None:
+            if state.outcome is not None and state.outcome.exception() is not None:
+                metrics.count_retry(state.outcome.exception())  # type: ignore[arg-type]
+
         return tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.max_attempts),
             wait=wait,
             retry=retry,
             sleep=sleep,
+            before_sleep=count,
             reraise=True,
         )
 

@@ -1,0 +1,51 @@
+"""`pipeline flower`: Celery's Flower against our app, behind basic auth from settings.
+
+Flower is run as it is (`celery -A workers.app flower`, in this process); this command only
+refuses to start it open to anyone, and hands it the credentials through its own
+`FLOWER_BASIC_AUTH` environment variable rather than the command line, where `ps` and
+shell history would show the password.
+
+Flower sees tasks through the events workers send: `worker_send_task_events` (what `-E`
+sets) and `task_send_sent_event` are on in `workers.app`, so any worker started from it
+reports its tasks without extra flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from pipeline.errors import SettingsError
+
+
+def register(sub: Any) -> None:
+    cmd = sub.add_parser("flower", help="run Flower (worker and task monitor) with basic auth")
+    cmd.add_argument("--port", type=int, help="port (default: FLOWER_PORT, 5555)")
+    cmd.add_argument(
+        "--address", default="127.0.0.1", help="address to listen on (0.0.0.0: all interfaces)"
+    )
+    cmd.set_defaults(run=run)
+
+
+def basic_auth() -> str:
+    """`user:password` from settings; `SettingsError` (exit code 2) without a password."""
+    from pipeline.settings import get_settings
+
+    settings = get_settings()
+    if settings.flower_password is None or not settings.flower_password.get_secret_value():
+        raise SettingsError(
+            "FLOWER_PASSWORD is not set: Flower shows every task and can revoke them, so it "
+            "does not start without a password (FLOWER_USER defaults to admin)"
+        )
+    return f"{settings.flower_user}:{settings.flower_password.get_secret_value()}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.settings import get_settings
+
+    os.environ["FLOWER_BASIC_AUTH"] = basic_auth()
+    port = args.port or get_settings().flower_port
+    from workers.app import app
+
+    return int(app.start(["flower", f"--port={port}", f"--address={args.address}"]) or 0)
