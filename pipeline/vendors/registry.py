@@ -10,6 +10,10 @@ from pipeline.vendors.crawler import CrawlerClient
 from pipeline.vendors.search import SearchClient
 from pipeline.vendors.zerobounce import ZeroBounceClient
 
+# Vendors whose calls go through a per-tenant breaker (the ERP export has none: an
+# unreachable ERP disables the export instead). What the API lists and lets operators force.
+GUARDED_VENDORS = ("crawler", "search", "apify_linkedin", "lusha", "zerobounce", "crm")
+
 
 @lru_cache(maxsize=1)
 def crawler() -> CrawlerClient:
