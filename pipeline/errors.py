@@ -52,6 +52,28 @@ class DependencyUnavailableError(PipelineError):
     http_status = 503
 
 
+class UnauthorizedError(PipelineError):
+    """No API key, or one we do not know (or revoked). The message never echoes the key."""
+
+    code = "UNAUTHORIZED"
+    http_status = 401
+
+
+class ForbiddenError(PipelineError):
+    """A valid key asking for something only an admin key may do."""
+
+    code = "FORBIDDEN"
+    http_status = 403
+
+
+class NotFoundError(PipelineError):
+    """No such thing — or one that belongs to another tenant: the two look the same, so a
+    tenant cannot learn which ids exist."""
+
+    code = "NOT_FOUND"
+    http_status = 404
+
+
 class VendorError(PipelineError):
     """A call to a third-party vendor failed."""
 
