@@ -12,11 +12,11 @@ from collections.abc import Sequence
 
 import sqlalchemy.exc
 
-from pipeline.cli import credentials, demo, ops, runs, simulator
+from pipeline.cli import api, apikeys, credentials, demo, ops, runs, simulator
 from pipeline.cli.common import EXIT_UNAVAILABLE, EXIT_USAGE
 from pipeline.errors import DependencyUnavailableError, PipelineError
 
-COMMAND_GROUPS = (ops, runs, simulator, demo, credentials)
+COMMAND_GROUPS = (ops, runs, simulator, demo, credentials, apikeys, api)
 
 
 def build_parser() -> argparse.ArgumentParser:
