@@ -15,6 +15,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict
 
 from pipeline.api.auth import AnyCaller, Caller
+from pipeline.api.errors import ERROR_RESPONSES
 from pipeline.breakers import breaker_for
 from pipeline.breakers.contract import CLOSED, OPEN
 from pipeline.breakers.inspection import inspect_breakers
@@ -22,7 +23,7 @@ from pipeline.enqueue import MAX_TENANT_ID
 from pipeline.errors import NotFoundError
 from pipeline.vendors.registry import GUARDED_VENDORS
 
-router = APIRouter(prefix="/breakers", tags=["breakers"])
+router = APIRouter(prefix="/breakers", tags=["breakers"], responses=ERROR_RESPONSES)
 
 TenantPath = Annotated[int, Path(gt=0, le=MAX_TENANT_ID)]
 State = Literal["closed", "open", "half-open"]

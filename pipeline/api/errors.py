@@ -21,6 +21,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from pipeline.api.correlation import HEADER
@@ -35,6 +36,29 @@ DEPENDENCY_ERRORS = (
     redis.RedisError,
     kombu.exceptions.OperationalError,
 )
+
+
+class ErrorBody(BaseModel):
+    """The one error body, for the OpenAPI docs (built by `pipeline.errors.error_body`)."""
+
+    error: bool
+    status_code: int
+    message: str
+    details: dict[str, Any]
+    error_code: str
+    correlation_id: str
+    timestamp: str
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (401, "no API key, or an unknown or revoked one"),
+        (404, "no such thing, or another tenant's"),
+        (422, "bad input; `details.errors` names each field"),
+        (503, "Postgres, Redis or the broker unreachable"),
+    )
+}
 
 
 def invalid_field(field: str, message: str) -> InputError:

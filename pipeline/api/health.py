@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from pipeline.api.auth import AdminCaller
+from pipeline.api.errors import ERROR_RESPONSES, ErrorBody
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -36,7 +37,14 @@ def liveness() -> Liveness:
     return Liveness()
 
 
-@router.get("/dependencies", response_model=DependencyReport)
+@router.get(
+    "/dependencies",
+    response_model=DependencyReport,
+    responses={
+        401: ERROR_RESPONSES[401],
+        403: {"model": ErrorBody, "description": "a tenant key: this needs an admin key"},
+    },
+)
 def dependencies(request: Request, _: AdminCaller) -> dict[str, Any]:
     """Redis, Postgres, the broker, live workers (answered a ping within
     `HEALTH_WORKER_SEEN_S`), and each vendor's health from its breakers (null: unknown,

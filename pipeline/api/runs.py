@@ -19,12 +19,12 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 
 from pipeline import enqueue, runs
 from pipeline.api.auth import AnyCaller
-from pipeline.api.errors import invalid_field
+from pipeline.api.errors import ERROR_RESPONSES, invalid_field
 from pipeline.db.models import RunKind, RunStatus
 from pipeline.enqueue import MAX_TENANT_ID, CompanyInput
 from pipeline.errors import NotFoundError
 
-router = APIRouter(prefix="/runs", tags=["runs"])
+router = APIRouter(prefix="/runs", tags=["runs"], responses=ERROR_RESPONSES)
 
 TenantId = Annotated[int, Field(gt=0, le=MAX_TENANT_ID)]
 TENANT_HELP = "required with an admin key; a tenant key's own tenant when left out"
