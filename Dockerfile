@@ -1,4 +1,4 @@
-# One image for the worker, Flower and migrations (see docker-compose.yml).
+# One image for the worker, the web API, Flower and migrations (see docker-compose.yml).
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md alembic.ini ./

@@ -7,12 +7,17 @@ The task header is `x_correlation_id`: Celery's own `correlation_id` is the task
 
 from __future__ import annotations
 
+import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import structlog
 
 HEADER = "x_correlation_id"
 LOG_KEY = "correlation_id"
+# An id from outside goes into log lines, task headers and `runs.correlation_id` (64 chars).
+_CARRIABLE = re.compile(r"[A-Za-z0-9._:@+=/-]{1,64}")
 
 
 def current_correlation_id() -> str | None:
@@ -25,3 +30,18 @@ def ensure_correlation_id(value: str | None = None) -> str:
     cid = value or current_correlation_id() or uuid.uuid4().hex
     structlog.contextvars.bind_contextvars(**{LOG_KEY: cid})
     return cid
+
+
+def carriable(value: str | None) -> str | None:
+    """`value` if it is fit to carry (1-64 letters, digits or `._:@+=/-`), else None — so a
+    caller's odd header never lands in our logs or tables; a new id is made instead."""
+    return value if value and _CARRIABLE.fullmatch(value) else None
+
+
+@contextmanager
+def correlation_scope(value: str | None = None) -> Iterator[str]:
+    """Bind `value` (or a new id) for one block — one web request — and put back whatever
+    was bound before, so ids never leak from one request to the next."""
+    cid = value or uuid.uuid4().hex
+    with structlog.contextvars.bound_contextvars(**{LOG_KEY: cid}):
+        yield cid

@@ -45,14 +45,6 @@ class InputError(PipelineError):
     http_status = 422
 
 
-class NotFoundError(PipelineError):
-    """No such thing — or not one the caller may see (another tenant's ids are not found,
-    not forbidden, so ids never leak)."""
-
-    code = "NOT_FOUND"
-    http_status = 404
-
-
 class AlreadyReplayedError(PipelineError):
     """This dead letter was replayed already (perhaps by a concurrent request)."""
 
@@ -65,6 +57,28 @@ class DependencyUnavailableError(PipelineError):
 
     code = "DEPENDENCY_UNAVAILABLE"
     http_status = 503
+
+
+class UnauthorizedError(PipelineError):
+    """No API key, or one we do not know (or revoked). The message never echoes the key."""
+
+    code = "UNAUTHORIZED"
+    http_status = 401
+
+
+class ForbiddenError(PipelineError):
+    """A valid key asking for something only an admin key may do."""
+
+    code = "FORBIDDEN"
+    http_status = 403
+
+
+class NotFoundError(PipelineError):
+    """No such thing — or one that belongs to another tenant: the two look the same, so a
+    tenant cannot learn which ids exist."""
+
+    code = "NOT_FOUND"
+    http_status = 404
 
 
 class VendorError(PipelineError):

@@ -13,10 +13,11 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import case, event, func, insert, select, update
+from sqlalchemy import case, event, func, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -426,3 +427,27 @@ def get_run(run_id: uuid.UUID) -> RunView | None:
             select(RunItem).where(RunItem.run_id == run_id).order_by(RunItem.id)
         ).all()
         return RunView(run, list(items))
+
+
+def list_runs(
+    *,
+    tenant_id: int | None = None,
+    status: str | None = None,
+    kind: str | None = None,
+    limit: int = 50,
+    before: tuple[datetime, uuid.UUID] | None = None,
+) -> list[Run]:
+    """Runs newest first, filtered; `before` = (created_at, id) of the last run of the
+    previous page. Keyset paging: a run started meanwhile never shifts a page, and a deep
+    page costs what the first does."""
+    query = select(Run).order_by(Run.created_at.desc(), Run.id.desc()).limit(limit)
+    if tenant_id is not None:
+        query = query.where(Run.tenant_id == tenant_id)
+    if status is not None:
+        query = query.where(Run.status == status)
+    if kind is not None:
+        query = query.where(Run.kind == kind)
+    if before is not None:
+        query = query.where(tuple_(Run.created_at, Run.id) < tuple_(*before))
+    with session_scope() as session:
+        return list(session.scalars(query))

@@ -140,6 +140,14 @@ class Settings(BaseSettings):
     flower_password: SecretStr | None = None
     flower_port: int = Field(default=5555, ge=1, le=65535)
 
+    # Web API (pipeline.api): where `pipeline api` listens, and /health/dependencies
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8080, ge=1, le=65535)
+    health_cache_s: float = Field(default=5.0, ge=0)
+    health_probe_timeout_s: float = Field(default=1.0, gt=0)
+    health_worker_seen_s: float = Field(default=60.0, gt=0)
+    health_vendor_open_share: float = Field(default=0.5, gt=0, le=1)
+
     @field_validator("cb_global_exempt_vendors", "export_strippable_fields", mode="before")
     @classmethod
     def _split_csv(cls, value: Any) -> Any:

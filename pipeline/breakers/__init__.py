@@ -35,6 +35,7 @@ __all__ = [
     "DistributedCircuitBreaker",
     "breaker_for",
     "configure_breakers",
+    "factory",
 ]
 
 
@@ -75,6 +76,10 @@ class BreakerFactory:
             vendor=vendor,
         )
 
+    def memory_pairs(self) -> list[tuple[int, str]]:
+        """The (tenant, vendor) pairs with state in this process's memory (embedded mode)."""
+        return list(self._memory)
+
     def _build(self, tenant_id: int, vendor: str) -> DistributedCircuitBreaker:
         return DistributedCircuitBreaker(
             self.storage(tenant_id, vendor),
@@ -106,9 +111,14 @@ def default_factory() -> BreakerFactory:
     return BreakerFactory(client, settings, sinks=sinks)
 
 
-def breaker_for(tenant_id: int, vendor: str) -> pybreaker.CircuitBreaker:
-    """The circuit breaker guarding `vendor` for `tenant_id`, state shared through Redis."""
+def factory() -> BreakerFactory:
+    """The factory `breaker_for` uses, built from settings on first use."""
     global _factory
     if _factory is None:
         _factory = default_factory()
-    return _factory(tenant_id, vendor)
+    return _factory
+
+
+def breaker_for(tenant_id: int, vendor: str) -> pybreaker.CircuitBreaker:
+    """The circuit breaker guarding `vendor` for `tenant_id`, state shared through Redis."""
+    return factory()(tenant_id, vendor)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import time
 import uuid
 import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -57,9 +59,8 @@ class RedisBreakerStorage(BreakerStorage):
     def __init__(self, client: redis.Redis, *, prefix: str, tenant_id: int, vendor: str) -> None:
         super().__init__("redis-atomic")
         self._redis = client
-        tag = f"{{{tenant_id}:{vendor}}}"
-        self.key = f"{prefix}:cb:{tag}"
-        self.probes_key = f"{prefix}:cb:{tag}:probes"
+        self.key = breaker_key(prefix, tenant_id, vendor)
+        self.probes_key = f"{self.key}:probes"
         self._keys = [self.key, self.probes_key]
         self._admit_read = ("HMGET", self.key, "s", "f", "at", "g")
         self._scripts = _scripts_for(client)
@@ -201,6 +202,55 @@ class RedisBreakerStorage(BreakerStorage):
             behaviour=f"calls go through as if closed; Redis asked again in "
             f"{self.outage_backoff_s:.0f}s",
         )
+
+
+# -- the layout, for read-only inspection (operators, the API) ---------------------------------
+
+
+def breaker_key(prefix: str, tenant_id: int, vendor: str) -> str:
+    """`PREFIX:cb:{TENANT:VENDOR}` — hash-tagged, so the hash and its probe leases share a
+    Redis Cluster slot."""
+    return f"{prefix}:cb:{{{tenant_id}:{vendor}}}"
+
+
+@dataclass(frozen=True)
+class StoredBreaker:
+    """One breaker's hash as stored (a breaker never written is closed with no failures)."""
+
+    state: str
+    failures: int
+    changed_at: datetime | None  # when it was last opened (or forced)
+
+
+def read_breakers(
+    client: redis.Redis, prefix: str, pairs: Sequence[tuple[int, str]]
+) -> list[StoredBreaker]:
+    """The stored state of each (tenant, vendor), in one round trip. Unlike the call path,
+    Redis errors are raised: an operator asking must not be told "closed" by a dead Redis."""
+    pipe = client.pipeline(transaction=False)
+    for tenant_id, vendor in pairs:
+        pipe.hmget(breaker_key(prefix, tenant_id, vendor), "s", "f", "at")
+    return [
+        StoredBreaker(
+            state=_text(state) or CLOSED,
+            failures=int(failures or 0),
+            changed_at=datetime.fromtimestamp(int(at) / 1000.0, UTC) if at else None,
+        )
+        for state, failures, at in pipe.execute()
+    ]
+
+
+def stored_breakers(client: redis.Redis, prefix: str) -> list[tuple[int, str]]:
+    """Every (tenant, vendor) with a breaker hash in Redis, found by SCAN (never KEYS: it
+    would block Redis on a big keyspace). Costs about one round trip per 1,000 keys."""
+    escaped = "".join(f"\\{ch}" if ch in "*?[]\\" else ch for ch in prefix)
+    start = len(prefix) + len(":cb:{")
+    found = []
+    for key in client.scan_iter(match=f"{escaped}:cb:{{*}}", count=1000):
+        tenant, _, vendor = _text(key)[start:-1].partition(":")
+        if tenant.isdigit() and vendor:
+            found.append((int(tenant), vendor))
+    return sorted(found)
 
 
 def _ms(seconds: float) -> int:

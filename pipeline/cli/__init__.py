@@ -12,11 +12,11 @@ from collections.abc import Sequence
 
 import sqlalchemy.exc
 
-from pipeline.cli import credentials, demo, dlq, flower, ops, runs, simulator
+from pipeline.cli import api, apikeys, credentials, demo, dlq, flower, ops, runs, simulator
 from pipeline.cli.common import EXIT_UNAVAILABLE, EXIT_USAGE
 from pipeline.errors import DependencyUnavailableError, PipelineError
 
-COMMAND_GROUPS = (ops, runs, simulator, demo, credentials, dlq, flower)
+COMMAND_GROUPS = (ops, runs, simulator, demo, credentials, dlq, apikeys, api, flower)
 
 
 def build_parser() -> argparse.ArgumentParser:

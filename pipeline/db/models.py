@@ -17,6 +17,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
@@ -259,3 +260,28 @@ class DeadLetter(Base):
     first_failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     replayed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ApiKey(Base):
+    """A key for the web API: a tenant key (`tenant_id` set) or an admin key (`is_admin`).
+
+    Only `pipeline.api_keys` reads or writes it. The key itself is never stored: `key_hash`
+    is its SHA-256 (the key is 256 random bits, so no salt or slow hash is needed), and
+    `prefix` — the key's first characters, not secret — finds the row and tells keys apart
+    in listings.
+    """
+
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        UniqueConstraint("key_hash", name="uq_api_keys_key_hash"),
+        CheckConstraint("(tenant_id IS NULL) = is_admin", name="ck_api_keys_scope"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    prefix: Mapped[str] = mapped_column(String(32), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    tenant_id: Mapped[int | None] = mapped_column(BigInteger)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

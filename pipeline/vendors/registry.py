@@ -11,6 +11,10 @@ from pipeline.vendors.crm import CrmClient
 from pipeline.vendors.search import SearchClient
 from pipeline.vendors.zerobounce import ZeroBounceClient
 
+# Vendors whose calls go through a per-tenant breaker (the ERP's too: its open breaker
+# disables the export). What the API lists and lets operators force.
+GUARDED_VENDORS = ("crawler", "search", "apify_linkedin", "lusha", "zerobounce", "crm", "erp")
+
 
 @lru_cache(maxsize=1)
 def crawler() -> CrawlerClient:

@@ -80,3 +80,32 @@ def stub() -> Iterator[VendorStub]:
 def tenant() -> int:
     """A tenant id no other test uses, so breaker state never leaks between tests."""
     return random.randint(10**9, 2 * 10**9)
+
+
+@pytest.fixture(scope="session")
+def api(integration_env: dict[str, str]) -> Iterator[Any]:
+    """The real web API application (real Redis, Postgres, broker) behind FastAPI's
+    TestClient; tests needing a real HTTP server start `pipeline api` themselves."""
+    from fastapi.testclient import TestClient
+
+    from pipeline.api import create_app
+
+    with TestClient(create_app()) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def admin_headers(integration_env: dict[str, str]) -> dict[str, str]:
+    from pipeline.api_keys import create_api_key
+
+    key, _ = create_api_key(admin=True, name="tests")
+    return {"X-API-Key": key}
+
+
+@pytest.fixture
+def tenant_headers(integration_env: dict[str, str], tenant: int) -> dict[str, str]:
+    """A key for the test's own tenant."""
+    from pipeline.api_keys import create_api_key
+
+    key, _ = create_api_key(tenant_id=tenant)
+    return {"X-API-Key": key}

@@ -118,6 +118,10 @@ class PrivateRedis:
     def __init__(self) -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.start()
+
+    def start(self) -> None:
+        """Start (or, after `stop`, start again) the server on this object's port."""
         self.proc = subprocess.Popen(
             [
                 "redis-server",
@@ -137,6 +141,7 @@ class PrivateRedis:
 
         client = redis.Redis(port=self.port)
         wait_until(lambda: _pings(client), timeout=10, what="private redis-server")
+        client.close()
 
     def stop(self) -> None:
         if self.proc.poll() is None:

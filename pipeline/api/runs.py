@@ -1,0 +1,253 @@
+"""`/runs`: enqueue a run (enrichment, CRM sync, export — or a chain of them) and read runs.
+
+`POST /runs` goes through `pipeline.enqueue`, like any web app would: the same checks, the
+same run rows, the same task headers — with this request's correlation id. `GET /runs` pages
+newest first by an opaque `cursor` (keyset: a run created meanwhile never shifts a page);
+`next_cursor` is null on the last page.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Query, Request, Response
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from pipeline import enqueue, runs
+from pipeline.api.auth import AnyCaller
+from pipeline.api.errors import ERROR_RESPONSES, invalid_field
+from pipeline.db.models import RunKind, RunStatus
+from pipeline.enqueue import MAX_TENANT_ID, CompanyInput
+from pipeline.errors import NotFoundError
+
+router = APIRouter(prefix="/runs", tags=["runs"], responses=ERROR_RESPONSES)
+
+TenantId = Annotated[int, Field(gt=0, le=MAX_TENANT_ID)]
+TENANT_HELP = "required with an admin key; a tenant key's own tenant when left out"
+
+
+def _split_reasons(value: Any) -> Any:
+    """'CRAWL_THIN,TAVILY_FAIL' (as stored) → ['CRAWL_THIN', 'TAVILY_FAIL']."""
+    return [r for r in (value or "").split(",") if r] if isinstance(value, str | None) else value
+
+
+Reasons = Annotated[list[str], BeforeValidator(_split_reasons)]
+
+
+# -- what a client sends ---------------------------------------------------------------------
+
+
+class EnrichmentFlags(BaseModel):
+    """Feature flags for this run; those left out come from the workers' settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enable_tavily_fallback: bool | None = None
+    enable_apify_linkedin: bool | None = None
+    enable_lusha_fallback: bool | None = None
+
+
+class CompanyEntry(CompanyInput):
+    """A company to enrich: the id of one the tenant has (a bare integer, or `{"id": n}`),
+    or a new one by `name` and/or `domain`. One model rather than a union, so an error
+    names the field itself (`companies.0.domain`), not a union member."""
+
+    id: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_id(cls, value: Any) -> Any:
+        return {"id": value} if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _id_alone(self) -> CompanyEntry:
+        if self.id is not None and (self.name or self.domain):
+            raise ValueError("give a company's id, or its name and/or domain — not both")
+        return self
+
+    def for_enqueue(self) -> int | dict[str, Any]:
+        return self.id if self.id is not None else {"name": self.name, "domain": self.domain}
+
+
+class EnrichmentRunRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["enrichment"]
+    tenant: TenantId | None = Field(default=None, description=TENANT_HELP)
+    companies: list[CompanyEntry] = Field(
+        min_length=1,
+        max_length=10_000,
+        description="ids of the tenant's companies, or {name, domain} objects",
+        examples=[[{"name": "Acme", "domain": "acme.com"}, 1017]],
+    )
+    options: EnrichmentFlags | None = None
+    then: list[Literal["crm_sync", "export"]] = Field(
+        default_factory=list, description="stages to run after it, in order"
+    )
+
+
+class CrmSyncRunRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["crm_sync"]
+    tenant: TenantId | None = Field(default=None, description=TENANT_HELP)
+    run_id: uuid.UUID = Field(description="the enrichment run whose contacts to push")
+    then: list[Literal["export"]] = Field(default_factory=list)
+
+
+class ExportRunRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["export"]
+    tenant: TenantId | None = Field(default=None, description=TENANT_HELP)
+    run_id: uuid.UUID = Field(description="the enrichment run whose companies to export")
+
+
+RunRequest = Annotated[
+    EnrichmentRunRequest | CrmSyncRunRequest | ExportRunRequest, Field(discriminator="kind")
+]
+
+
+# -- what it gets back -----------------------------------------------------------------------
+
+
+class RunAccepted(BaseModel):
+    run_id: uuid.UUID
+    kind: RunKind
+    tenant_id: int
+    status: RunStatus = RunStatus.PENDING
+
+
+class RunSummary(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    tenant_id: int
+    kind: RunKind
+    status: RunStatus
+    degraded: bool
+    degraded_reasons: Reasons
+    items_total: int
+    items_succeeded: int
+    items_degraded: int
+    items_failed: int
+    items_dead: int
+    parent_run_id: uuid.UUID | None
+    export_disabled: bool
+    export_disabled_reason: str | None
+    correlation_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class RunItemOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    item_key: str
+    status: str
+    degraded_reasons: Reasons
+    attempts: int
+    last_error_code: str | None
+    updated_at: datetime
+
+
+class RunDetail(RunSummary):
+    options: dict[str, Any]
+    vendor_stats: dict[str, Any]
+    items: list[RunItemOut]
+
+
+class RunPage(BaseModel):
+    runs: list[RunSummary]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page")
+
+
+# -- the endpoints ---------------------------------------------------------------------------
+
+
+@router.post("", status_code=202, response_model=RunAccepted)
+def enqueue_run(
+    body: Annotated[RunRequest, Body()], caller: AnyCaller, request: Request, response: Response
+) -> RunAccepted:
+    """Start a run; it is handed to the workers and its id returned at once (202, with
+    `Location: /runs/{id}`). Bad input is 422 naming what was wrong; a source run the
+    caller cannot see is 404; the broker down is 503 (the run is then recorded failed)."""
+    tenant = caller.tenant_scope(body.tenant)
+    if tenant is None:
+        raise invalid_field("body.tenant", "required with an admin key")
+    cid = request.state.correlation_id
+    if isinstance(body, EnrichmentRunRequest):
+        companies = [company.for_enqueue() for company in body.companies]
+        options = body.options.model_dump(exclude_none=True) if body.options else None
+        run_id = enqueue.enqueue_enrichment(
+            tenant, companies, options=options, then=body.then, correlation_id=cid
+        )
+    else:
+        source = runs.get_run(body.run_id)
+        if source is None or source.run.tenant_id != tenant:
+            raise NotFoundError(f"no run {body.run_id}")
+        if isinstance(body, CrmSyncRunRequest):
+            run_id = enqueue.enqueue_crm_sync(
+                tenant, run_id=body.run_id, then=body.then, correlation_id=cid
+            )
+        else:
+            run_id = enqueue.enqueue_export(tenant, run_id=body.run_id, correlation_id=cid)
+    response.headers["Location"] = f"/runs/{run_id}"
+    return RunAccepted(run_id=run_id, kind=RunKind(body.kind), tenant_id=tenant)
+
+
+@router.get("", response_model=RunPage)
+def list_runs(
+    caller: AnyCaller,
+    tenant: Annotated[int | None, Query(gt=0, le=MAX_TENANT_ID, description=TENANT_HELP)] = None,
+    status: RunStatus | None = None,
+    kind: RunKind | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> RunPage:
+    """Runs newest first. An admin key without `tenant` lists every tenant's runs."""
+    found = runs.list_runs(
+        tenant_id=caller.tenant_scope(tenant),
+        status=status,
+        kind=kind,
+        limit=limit,
+        before=_read_cursor(cursor) if cursor else None,
+    )
+    last = found[-1] if len(found) == limit else None
+    return RunPage(
+        runs=[RunSummary.model_validate(run) for run in found],
+        next_cursor=_cursor(last.created_at, last.id) if last else None,
+    )
+
+
+@router.get("/{run_id}", response_model=RunDetail)
+def get_run(run_id: uuid.UUID, caller: AnyCaller) -> RunDetail:
+    """A run with its items, each item's status, degradation reasons and attempts."""
+    view = runs.get_run(run_id)
+    if view is None or not caller.sees(view.run.tenant_id):
+        raise NotFoundError(f"no run {run_id}")
+    summary = RunSummary.model_validate(view.run)
+    return RunDetail(
+        **summary.model_dump(),
+        options=view.run.options or {},
+        vendor_stats=view.run.vendor_stats or {},
+        items=[RunItemOut.model_validate(item) for item in view.items],
+    )
+
+
+def _cursor(created_at: datetime, run_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{run_id}".encode()).decode()
+
+
+def _read_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        created_at, run_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.fromisoformat(created_at), uuid.UUID(run_id)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise invalid_field("query.cursor", "not a cursor from this API") from None

@@ -1,0 +1,265 @@
+"""`/runs` through the real app: real Postgres, Redis, broker, worker processes, simulator."""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from typing import Any
+
+import pytest
+
+from pipeline.api_keys import create_api_key, revoke_api_key
+from pipeline.simulator import Simulator
+from tests.integration.test_enrichment import company
+from tests.integration.test_pipelines import ready_tenant
+from tests.support.processes import Worker, wait_until
+
+DONE = {"succeeded", "degraded", "failed"}
+ERROR_KEYS = {
+    "error",
+    "status_code",
+    "message",
+    "details",
+    "error_code",
+    "correlation_id",
+    "timestamp",
+}
+
+
+def finished_run(api: Any, headers: dict[str, str], run_id: str) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        body = api.get(f"/runs/{run_id}", headers=headers).json()
+        return body if body["status"] in DONE else None
+
+    return wait_until(done, timeout=60, interval=0.1, what=f"run {run_id} to finish")  # type: ignore[no-any-return]
+
+
+def enrich(api: Any, headers: dict[str, str], companies: list[Any], **extra: Any) -> Any:
+    return api.post(
+        "/runs", json={"kind": "enrichment", "companies": companies, **extra}, headers=headers
+    )
+
+
+def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
+    body: dict[str, Any] = response.json()
+    assert response.status_code == status, body
+    assert set(body) == ERROR_KEYS and body["error"] is True
+    assert (body["status_code"], body["error_code"]) == (status, code)
+    assert body["correlation_id"] == response.headers["X-Correlation-ID"]
+    assert "Traceback" not in response.text
+    return body
+
+
+@pytest.mark.usefixtures("worker")
+def test_an_enrichment_posted_is_run_by_a_worker_and_read_back_with_reasons(
+    api: Any, tenant_headers: dict[str, str], simulator: Simulator, tenant: int
+) -> None:
+    simulator.set_fault(vendor="crawler", tenant=tenant, thin=True)
+    response = enrich(api, tenant_headers, [company(1, tenant), {"name": "", "domain": ""}])
+
+    assert response.status_code == 202, response.text
+    run_id = response.json()["run_id"]
+    assert response.headers["Location"] == f"/runs/{run_id}"
+    assert response.json()["tenant_id"] == tenant
+
+    run = finished_run(api, tenant_headers, run_id)
+    assert run["status"] == "degraded" and run["kind"] == "enrichment"
+    assert (run["items_total"], run["items_failed"]) == (2, 1)
+    assert [item["status"] for item in run["items"]] == ["degraded", "failed"]
+    assert "CRAWL_THIN" in run["items"][0]["degraded_reasons"]
+    assert run["items"][1]["degraded_reasons"] == ["DATA_EMPTY:no_domain_name"]
+    assert "CRAWL_THIN" in run["degraded_reasons"]
+    assert run["vendor_stats"]["crawler"]["calls"] == 1
+
+
+@pytest.mark.usefixtures("worker")
+def test_the_correlation_id_sent_comes_back_and_reaches_the_tasks_log_lines(
+    api: Any, tenant_headers: dict[str, str], worker: Worker, tenant: int
+) -> None:
+    cid = f"web-{uuid.uuid4().hex}"
+    response = enrich(api, {**tenant_headers, "X-Correlation-ID": cid}, [company(1, tenant)])
+    assert response.headers["X-Correlation-ID"] == cid
+    run = finished_run(api, tenant_headers, response.json()["run_id"])
+    assert run["correlation_id"] == cid
+
+    def task_lines() -> list[dict[str, Any]]:
+        lines = [json.loads(line) for line in worker.log_text().splitlines() if cid in line]
+        return [line for line in lines if line.get("task", "").startswith("tasks.enrichment.")]
+
+    lines = wait_until(task_lines, what="the run's task log lines")
+    assert {line["correlation_id"] for line in lines} == {cid}
+    assert {line["task"] for line in lines} >= {"tasks.enrichment.start_run"}
+
+
+def test_a_correlation_id_unfit_to_carry_is_replaced(api: Any) -> None:
+    response = api.get("/health", headers={"X-Correlation-ID": "x" * 65})
+    assert response.headers["X-Correlation-ID"] not in ("", "x" * 65)
+
+
+@pytest.mark.usefixtures("worker")
+def test_crm_sync_and_export_are_enqueued_from_an_enrichment_run(
+    api: Any, tenant_headers: dict[str, str], simulator: Simulator, tenant: int
+) -> None:
+    ready_tenant(simulator, tenant)
+    first = enrich(api, tenant_headers, [company(n, tenant) for n in range(2)]).json()["run_id"]
+    assert finished_run(api, tenant_headers, first)["status"] == "succeeded"
+
+    for kind in ("crm_sync", "export"):
+        response = api.post("/runs", json={"kind": kind, "run_id": first}, headers=tenant_headers)
+        assert response.status_code == 202, response.text
+        run = finished_run(api, tenant_headers, response.json()["run_id"])
+        assert (run["kind"], run["status"], run["parent_run_id"]) == (kind, "succeeded", first)
+    assert len(simulator.erp_partners(tenant)) == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        ({"kind": "enrichment"}, ["body.enrichment.companies"]),
+        ({"kind": "enrichment", "companies": []}, ["body.enrichment.companies"]),
+        (
+            {"kind": "enrichment", "companies": [{"domain": "not a domain"}, "acme"]},
+            ["body.enrichment.companies.0.domain", "body.enrichment.companies.1"],
+        ),
+        (
+            {"kind": "enrichment", "companies": [1], "then": ["fax"], "options": {"x": True}},
+            ["body.enrichment.options.x", "body.enrichment.then.0"],
+        ),
+        ({"kind": "crm_sync", "run_id": "nope"}, ["body.crm_sync.run_id"]),
+        ({"kind": "replay"}, ["body"]),
+        ({"companies": [1]}, ["body"]),
+    ],
+    ids=[
+        "no-companies",
+        "empty",
+        "bad-companies",
+        "bad-flags-and-stage",
+        "bad-run-id",
+        "unknown-kind",
+        "no-kind",
+    ],
+)
+def test_a_bad_body_is_422_naming_the_fields(
+    api: Any, tenant_headers: dict[str, str], body: dict[str, Any], fields: list[str]
+) -> None:
+    error = assert_error(api.post("/runs", json=body, headers=tenant_headers), 422, "INVALID_INPUT")
+    named = [e["field"] for e in error["details"]["errors"]]
+    assert named == fields
+    for field in fields:
+        assert field in error["message"]
+
+
+def test_an_admin_must_name_the_tenant(api: Any, admin_headers: dict[str, str]) -> None:
+    error = assert_error(enrich(api, admin_headers, [{"domain": "acme.com"}]), 422, "INVALID_INPUT")
+    assert error["details"]["errors"][0]["field"] == "body.tenant"
+
+
+def test_input_the_enqueue_refuses_is_422_with_its_message(
+    api: Any, tenant_headers: dict[str, str], tenant: int
+) -> None:
+    repeated = [company(1, tenant), company(1, tenant)]
+    error = assert_error(enrich(api, tenant_headers, repeated), 422, "INVALID_INPUT")
+    assert "repeats company #1" in error["message"]
+    error = assert_error(enrich(api, tenant_headers, [987654321]), 422, "INVALID_INPUT")
+    assert "no companies with ids [987654321]" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"X-API-Key": "pk_0123456789ab_wrong"}, {"X-API-Key": "garbage"}],
+    ids=["no-key", "unknown-key", "malformed-key"],
+)
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/runs"), ("POST", "/runs"), ("GET", f"/runs/{uuid.uuid4()}")],
+)
+def test_no_valid_key_is_401(api: Any, headers: dict[str, str], method: str, path: str) -> None:
+    response = api.request(method, path, headers=headers, json={"kind": "enrichment"})
+    body = assert_error(response, 401, "UNAUTHORIZED")
+    assert "pk_" not in body["message"], "the key given is never echoed"
+
+
+def test_a_revoked_key_is_401_at_once(api: Any, tenant: int) -> None:
+    key, summary = create_api_key(tenant_id=tenant)
+    assert api.get("/runs", headers={"X-API-Key": key}).status_code == 200
+    revoke_api_key(summary.id)
+    assert_error(api.get("/runs", headers={"X-API-Key": key}), 401, "UNAUTHORIZED")
+
+
+def test_another_tenants_runs_are_404_and_an_admin_sees_all(
+    api: Any, tenant_headers: dict[str, str], admin_headers: dict[str, str], tenant: int
+) -> None:
+    other = tenant + 1
+    other_key, _ = create_api_key(tenant_id=other)
+    other_headers = {"X-API-Key": other_key}
+    theirs = enrich(api, other_headers, [{"name": "Theirs"}]).json()["run_id"]
+    mine = enrich(api, tenant_headers, [{"name": "Mine"}]).json()["run_id"]
+
+    error = assert_error(api.get(f"/runs/{theirs}", headers=tenant_headers), 404, "NOT_FOUND")
+    unknown = assert_error(
+        api.get(f"/runs/{uuid.uuid4()}", headers=tenant_headers), 404, "NOT_FOUND"
+    )
+    assert error["message"].split()[:2] == unknown["message"].split()[:2] == ["no", "run"]
+    assert_error(api.get(f"/runs?tenant={other}", headers=tenant_headers), 404, "NOT_FOUND")
+    for kind in ("crm_sync", "export"):
+        response = api.post("/runs", json={"kind": kind, "run_id": theirs}, headers=tenant_headers)
+        assert_error(response, 404, "NOT_FOUND")
+    assert_error(enrich(api, tenant_headers, [{"name": "x"}], tenant=other), 404, "NOT_FOUND")
+
+    listed = api.get("/runs", headers=tenant_headers).json()["runs"]
+    assert [run["id"] for run in listed] == [mine]
+    assert api.get(f"/runs/{theirs}", headers=admin_headers).json()["tenant_id"] == other
+    everyone = api.get("/runs?limit=200", headers=admin_headers).json()["runs"]
+    assert {mine, theirs} <= {run["id"] for run in everyone}
+    mine_only = api.get(f"/runs?tenant={tenant}", headers=admin_headers).json()["runs"]
+    assert [run["id"] for run in mine_only] == [mine]
+
+
+def test_runs_page_newest_first_by_cursor_and_filter(
+    api: Any, admin_headers: dict[str, str]
+) -> None:
+    tenant = random.randint(10**9, 2 * 10**9)
+    started = [
+        enrich(api, admin_headers, [{"name": f"Company {n}"}], tenant=tenant).json()["run_id"]
+        for n in range(5)
+    ]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        query = f"/runs?tenant={tenant}&kind=enrichment&limit=2" + (
+            f"&cursor={cursor}" if cursor else ""
+        )
+        page = api.get(query, headers=admin_headers).json()
+        seen += [run["id"] for run in page["runs"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == started[::-1]
+    assert api.get(f"/runs?tenant={tenant}&kind=export", headers=admin_headers).json() == {
+        "runs": [],
+        "next_cursor": None,
+    }
+    statuses = {
+        r["status"]
+        for r in api.get(f"/runs?tenant={tenant}&status=failed", headers=admin_headers).json()[
+            "runs"
+        ]
+    }
+    assert statuses <= {"failed"}
+
+    error = assert_error(
+        api.get("/runs?status=lost&limit=0", headers=admin_headers), 422, "INVALID_INPUT"
+    )
+    assert [e["field"] for e in error["details"]["errors"]] == ["query.status", "query.limit"]
+    error = assert_error(api.get("/runs?cursor=%%%", headers=admin_headers), 422, "INVALID_INPUT")
+    assert error["details"]["errors"][0]["field"] == "query.cursor"
+
+
+def test_a_malformed_run_id_is_422_and_an_unknown_route_404(
+    api: Any, tenant_headers: dict[str, str]
+) -> None:
+    error = assert_error(api.get("/runs/abc", headers=tenant_headers), 422, "INVALID_INPUT")
+    assert error["details"]["errors"][0]["field"] == "path.run_id"
+    assert_error(api.get("/nowhere", headers=tenant_headers), 404, "NOT_FOUND")
+    assert_error(api.delete("/runs", headers=tenant_headers), 405, "METHOD_NOT_ALLOWED")
