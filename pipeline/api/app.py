@@ -7,16 +7,17 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from pipeline.api import breakers, health, runs
+from pipeline.api import breakers, dead_letters, health, metrics, runs
 from pipeline.api.correlation import CorrelationIdMiddleware
 from pipeline.api.errors import install_error_handlers
 from pipeline.health import DependencyHealth
 
-ROUTERS = (runs.router, breakers.router, health.router)
+ROUTERS = (runs.router, dead_letters.router, breakers.router, health.router, metrics.router)
 
 DESCRIPTION = """
 Enqueue enrichment, CRM sync and export runs; read runs and their items' degradation
-reasons; watch and force the per-tenant circuit breakers; check dependencies.
+reasons; replay what died from the dead-letter store; watch and force the per-tenant circuit
+breakers; check dependencies; scrape metrics.
 
 Every request but `GET /health` needs an API key in the `X-API-Key` header
 (`pipeline apikeys create`). A tenant key sees and acts on its own tenant only — another

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Query, Request, Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from pipeline import enqueue, runs
+from pipeline import enqueue, replay, runs
 from pipeline.api.auth import AnyCaller
 from pipeline.api.errors import ERROR_RESPONSES, invalid_field
 from pipeline.db.models import RunKind, RunStatus
@@ -239,6 +239,19 @@ def get_run(run_id: uuid.UUID, caller: AnyCaller) -> RunDetail:
         vendor_stats=view.run.vendor_stats or {},
         items=[RunItemOut.model_validate(item) for item in view.items],
     )
+
+
+class ReplayStarted(BaseModel):
+    run_id: uuid.UUID
+    items_reopened: int = Field(description="dead or failed items sent again (0: none left)")
+
+
+@router.post("/{run_id}/replay", status_code=202, response_model=ReplayStarted)
+def replay_run(run_id: uuid.UUID, caller: AnyCaller) -> ReplayStarted:
+    """Re-run the run's dead and failed items (not those that succeeded); the run opens
+    again and its status and counts are recomputed when they finish."""
+    reopened = replay.replay_run(run_id, tenant_id=caller.tenant_scope(None))
+    return ReplayStarted(run_id=run_id, items_reopened=reopened)
 
 
 def _cursor(created_at: datetime, run_id: uuid.UUID) -> str:

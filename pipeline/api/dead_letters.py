@@ -1,0 +1,99 @@
+"""`/dead-letters`: what died, why, and putting it right.
+
+A tenant key sees its own tenant's entries; another tenant's id answers 404, like one
+that does not exist. Replaying is 202 with the new task id; an entry already replayed
+(perhaps by a concurrent request) is 409 `ALREADY_REPLAYED`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline import dead_letters
+from pipeline.api.auth import AnyCaller
+from pipeline.api.errors import ERROR_RESPONSES
+from pipeline.replay import replay_entry
+
+router = APIRouter(prefix="/dead-letters", tags=["dead letters"], responses=ERROR_RESPONSES)
+
+
+class DeadLetterSummary(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    status: str
+    task_name: str
+    task_id: str
+    path: str = Field(
+        description="failure | rejected | time_limit | worker_lost | undecodable | unknown_task"
+    )
+    error_code: str
+    message: str
+    tenant_id: int | None
+    run_id: uuid.UUID | None
+    item_id: int | None
+    attempts: int
+    failures: int
+    first_failed_at: datetime
+    last_failed_at: datetime
+    correlation_id: str | None
+    replay_task_id: str | None
+    replayed_at: datetime | None
+
+
+class DeadLetterDetail(DeadLetterSummary):
+    args: list[Any]
+    kwargs: dict[str, Any]
+    traceback: str
+
+
+class DeadLetterPage(BaseModel):
+    dead_letters: list[DeadLetterSummary]
+    next_offset: int | None
+
+
+class ReplayAccepted(BaseModel):
+    dead_letter_id: int
+    replay_task_id: str
+
+
+@router.get("", response_model=DeadLetterPage)
+def list_dead_letters(
+    caller: AnyCaller,
+    tenant: Annotated[int | None, Query(gt=0)] = None,
+    run: uuid.UUID | None = None,
+    status: Annotated[str | None, Query(pattern="^(dead|replayed)$")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> DeadLetterPage:
+    """Newest first; filter by tenant (admins), run and status."""
+    entries = dead_letters.list_entries(
+        tenant_id=caller.tenant_scope(tenant),
+        run_id=run,
+        status=status,
+        limit=limit + 1,
+        offset=offset,
+    )
+    return DeadLetterPage(
+        dead_letters=[DeadLetterSummary.model_validate(e) for e in entries[:limit]],
+        next_offset=offset + limit if len(entries) > limit else None,
+    )
+
+
+@router.get("/{entry_id}", response_model=DeadLetterDetail)
+def get_dead_letter(entry_id: int, caller: AnyCaller) -> DeadLetterDetail:
+    """One entry with its arguments (never secrets) and traceback."""
+    entry = dead_letters.get_entry(entry_id, tenant_id=caller.tenant_scope(None))
+    return DeadLetterDetail.model_validate(entry)
+
+
+@router.post("/{entry_id}/replay", status_code=202, response_model=ReplayAccepted)
+def replay_dead_letter(entry_id: int, caller: AnyCaller) -> ReplayAccepted:
+    """Re-send the entry's task under a new id (once; 409 if it was already replayed)."""
+    task_id = replay_entry(entry_id, tenant_id=caller.tenant_scope(None))
+    return ReplayAccepted(dead_letter_id=entry_id, replay_task_id=task_id)
