@@ -2,10 +2,12 @@
 
 With late acks and `reject_on_worker_lost`, a task whose worker process dies is put back
 on the queue — right for a worker killed by a deploy, endless for a message that kills
-every worker that takes it. Each attempt (task id, retry number) counts its deliveries in
-Redis; past `TASK_MAX_DELIVERIES` the message is dead-lettered (`worker_lost`) instead of
-run. The count outlives the broker's visibility timeout, then expires by itself. If Redis
-is unreachable the task runs: the guard must never stop healthy work.
+every worker that takes it. Each attempt (task id, retry number) counts its redeliveries in
+Redis (the broker marks a message it puts back `redelivered`; a first delivery costs
+nothing); past `TASK_MAX_DELIVERIES` deliveries the message is dead-lettered
+(`worker_lost`) instead of run. The count outlives the broker's visibility timeout, then
+expires by itself. If Redis is unreachable the task runs: the guard must never stop
+healthy work.
 """
 
 from __future__ import annotations
@@ -26,16 +28,20 @@ log = structlog.get_logger(__name__)
 def delivered_too_often(task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     """Count this delivery; True (and the task dead-lettered) if it is one too many."""
     request = task.request
-    settings = get_settings()
-    if request.called_directly or not request.id or settings.embedded:
+    if request.called_directly or not request.id:
         return False
-    key = f"{settings.redis_key_prefix}:deliveries:{request.id}:{request.retries}"
+    if not (request.delivery_info or {}).get("redelivered"):
+        return False  # a first delivery: nothing to count, no round trip on the healthy path
+    settings = get_settings()
+    if settings.embedded:
+        return False
+    key = f"{settings.redis_key_prefix}:redeliveries:{request.id}:{request.retries}"
     try:
         client = redis_for(settings.redis_url)
         pipe = client.pipeline()
         pipe.incr(key)
         pipe.expire(key, settings.broker_visibility_timeout_s * 2)
-        deliveries = int(pipe.execute()[0])
+        deliveries = 1 + int(pipe.execute()[0])
     except redis.RedisError as exc:
         log.warning("deliveries.not_counted", error=type(exc).__name__)
         return False
