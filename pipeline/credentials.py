@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from types import MappingProxyType
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import delete, select, update
@@ -43,6 +42,28 @@ MAX_REASON_LENGTH = 500
 
 _VENDOR = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+
+
+class SecretFields(Mapping[str, str]):
+    """A credential's decrypted fields, read-only, whose repr shows names only — so even
+    `repr(credential.secret)` in a log line or a traceback's locals reveals nothing."""
+
+    def __init__(self, fields: Mapping[str, str]) -> None:
+        self._fields = dict(fields)
+
+    def __getitem__(self, name: str) -> str:
+        return self._fields[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __repr__(self) -> str:
+        return "{" + ", ".join(f"{name!r}: '***'" for name in self._fields) + "}"
+
+    __str__ = __repr__
 
 
 @dataclass(frozen=True, repr=False)
@@ -248,7 +269,7 @@ def get_credential(tenant_id: int, vendor: str) -> Credential:
         id=row.id,
         tenant_id=row.tenant_id,
         vendor=row.vendor,
-        secret=MappingProxyType(secret),
+        secret=SecretFields(secret),
         status=row.status,
         attention_reason=row.attention_reason,
         attention_at=row.attention_at,

@@ -4,12 +4,11 @@ PIPELINE_SECRET_KEY without showing a key."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from types import MappingProxyType
 
 import pytest
 from cryptography.fernet import Fernet
 
-from pipeline.credentials import Credential, CredentialCipher, CredentialSummary
+from pipeline.credentials import Credential, CredentialCipher, CredentialSummary, SecretFields
 from pipeline.errors import InputError, SettingsError
 from pipeline.settings import get_settings, load_settings
 
@@ -114,7 +113,7 @@ def credential() -> Credential:
         id=1,
         tenant_id=7,
         vendor="crm",
-        secret=MappingProxyType(dict(SECRET)),
+        secret=SecretFields(SECRET),
         status="active",
         attention_reason=None,
         attention_at=None,
@@ -124,6 +123,7 @@ def credential() -> Credential:
 
 def test_a_credential_repr_and_str_mask_every_value() -> None:
     shown = [repr(credential()), str(credential()), f"{credential()}", repr([credential()])]
+    shown += [repr(credential().secret), str(credential().secret), f"{dict(a=credential().secret)}"]
     for text in shown:
         assert "client_id" in text and "client_secret" in text and "***" in text
         for value in SECRET.values():
