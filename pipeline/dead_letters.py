@@ -117,37 +117,33 @@ def record(
 
 
 def _insert_or_count(row: dict[str, Any]) -> tuple[int, bool]:
-    """The entry's id, and whether this is a new death (not one reported twice)."""
-    for _ in range(2):  # a concurrent first insert of the same task id: count it up instead
+    """The entry's id, and whether this is a new death (not one reported again).
+
+    Celery reports some deaths twice — a hard time limit from its timer (without the
+    task's context: no chain, no retry count, no correlation id) and again from the pool
+    (with it) — so a report for a task id already here fills in what the first lacked
+    instead of adding a failure. A report for an entry already replayed changes nothing.
+    """
+    for _ in range(2):  # a concurrent first insert of the same task id: merge instead
         with session_scope() as session:
-            existing = session.execute(
-                select(DeadLetter.id, DeadLetter.path, DeadLetter.attempts, DeadLetter.status)
-                .where(DeadLetter.task_id == row["task_id"])
-                .with_for_update()
+            existing = session.scalars(
+                select(DeadLetter).where(DeadLetter.task_id == row["task_id"]).with_for_update()
             ).first()
             if existing is not None:
-                # Celery reports some deaths twice (a hard time limit: from its timer and
-                # again from the pool); the same death again is not a new failure.
-                same = (existing.path, existing.attempts, existing.status) == (
-                    row["path"],
-                    row["attempts"],
-                    DeadLetterStatus.DEAD,
-                )
-                session.execute(
-                    update(DeadLetter)
-                    .where(DeadLetter.id == existing.id)
-                    .values(
-                        failures=DeadLetter.failures + (0 if same else 1),
-                        last_failed_at=row["last_failed_at"],
-                        path=row["path"],
-                        error_code=row["error_code"],
-                        message=row["message"],
-                        traceback=row["traceback"] or DeadLetter.traceback,
-                        attempts=row["attempts"],
-                        status=DeadLetterStatus.DEAD,
-                    )
-                )
-                return int(existing.id), not same
+                if existing.status != DeadLetterStatus.DEAD:
+                    return existing.id, False
+                new_path = existing.path != row["path"]
+                existing.failures += 1 if new_path else 0
+                existing.last_failed_at = row["last_failed_at"]
+                existing.path, existing.error_code = row["path"], row["error_code"]
+                existing.message = row["message"] or existing.message
+                existing.traceback = row["traceback"] or existing.traceback
+                existing.attempts = max(existing.attempts, row["attempts"])
+                existing.options = {**row["options"], **(existing.options or {})}
+                if not existing.options.get("chain") and row["options"].get("chain"):
+                    existing.options = {**existing.options, "chain": row["options"]["chain"]}
+                existing.correlation_id = existing.correlation_id or row["correlation_id"]
+                return existing.id, new_path
         try:
             with session_scope() as session:
                 new_id = session.scalar(insert(DeadLetter).values(**row).returning(DeadLetter.id))

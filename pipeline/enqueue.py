@@ -265,17 +265,25 @@ RUN_TASKS = {
 
 
 def send_run(
-    kind: RunKind | str, run_id: uuid.UUID, correlation_id: str, *, fail_if_unsent: bool = True
-) -> None:
-    """Hand a run to the workers. A broker that is down raises `DependencyUnavailableError`
-    and (unless told otherwise) fails the run, so it is never silently lost."""
+    kind: RunKind | str,
+    run_id: uuid.UUID,
+    correlation_id: str,
+    *,
+    fail_if_unsent: bool = True,
+    task_id: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> str:
+    """Hand a run to the workers; the task id. A broker that is down raises
+    `DependencyUnavailableError` and (unless told otherwise) fails the run, so it is never
+    silently lost. A sent run records `sent_at` (the sweeper re-sends only unsent ones)."""
     from workers.app import app
 
     try:
-        app.send_task(
+        sent = app.send_task(
             RUN_TASKS[RunKind(kind)],
             args=[str(run_id)],
-            headers={"x_correlation_id": correlation_id},
+            task_id=task_id,
+            headers={**(headers or {}), "x_correlation_id": correlation_id},
         )
     except Exception as exc:
         if fail_if_unsent:
@@ -284,3 +292,5 @@ def send_run(
             f"the broker is unreachable ({type(exc).__name__}); run {run_id} "
             + ("marked failed" if fail_if_unsent else "left pending, to be sent again")
         ) from None
+    runs.mark_sent(run_id)
+    return str(sent.id)

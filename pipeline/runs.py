@@ -231,31 +231,38 @@ def reopen_items(
     item_ids: Iterable[int] | None = None,
     *,
     to: ItemStatus = ItemStatus.PENDING,
-) -> int:
+) -> list[int]:
     """Give dead or failed items (all of the run's, or these) another go: they become `to`
     and the run opens again, its latch wound back, so it closes — and its counts and
-    status are recomputed — when they finish. Items that succeeded are left alone."""
+    status are recomputed — when they finish. Items that succeeded are left alone. A run
+    whose next stage never started (it had failed) will hand off when it closes again.
+    Returns the reopened items' ids."""
     retryable = (ItemStatus.DEAD, ItemStatus.FAILED)
     with session_scope() as session:
         query = (
             update(RunItem)
             .where(RunItem.run_id == run_id, RunItem.status.in_(retryable))
             .values(status=to, degraded_reasons="", updated_at=utcnow())
+            .returning(RunItem.id)
         )
         if item_ids is not None:
             query = query.where(RunItem.id.in_(list(item_ids)))
-        reopened = int(session.execute(query).rowcount)  # type: ignore[attr-defined]
+        reopened = list(session.scalars(query))
         if reopened:
-            session.execute(
-                update(Run)
-                .where(Run.id == run_id)
-                .values(
-                    items_done=Run.items_done - reopened,
-                    status=RunStatus.RUNNING,
-                    finished_at=None,
-                )
-            )
+            run = session.get_one(Run, run_id, with_for_update=True)
+            run.items_done -= len(reopened)
+            run.status, run.finished_at = RunStatus.RUNNING, None
+            run.replays += 1
+            has_follower = session.scalar(select(Run.id).where(Run.follows_run_id == run_id))
+            if (run.options or {}).get("then") and has_follower is None:
+                run.handed_off_at = None
     return reopened
+
+
+def mark_sent(run_id: uuid.UUID) -> None:
+    """The run's task is on the broker."""
+    with session_scope() as session:
+        session.execute(update(Run).where(Run.id == run_id).values(sent_at=utcnow()))
 
 
 def mark_running(run_id: uuid.UUID) -> None:

@@ -220,8 +220,12 @@ class Settings(BaseSettings):
 
     @property
     def max_retry_countdown_s(self) -> float:
-        """The longest countdown the retry policy can hand to Celery."""
-        return max(self.retry_max_delay_ms / 1000.0, self.retry_after_cap_s)
+        """The longest countdown a task can hand to Celery: the retry policy's, or a
+        breaker's cool-off (a CRM sync waits out an open breaker)."""
+        cool_offs = [self.cb_cool_off_s] + [
+            o.cool_off_s for o in self.cb_vendor_overrides.values() if o.cool_off_s is not None
+        ]
+        return max(self.retry_max_delay_ms / 1000.0, self.retry_after_cap_s, *cool_offs)
 
     def vendor_url(self, vendor: str) -> str:
         return self.vendor_urls.get(vendor) or f"{self.vendor_base_url.rstrip('/')}/{vendor}"

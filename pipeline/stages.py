@@ -15,9 +15,9 @@ The hand-off is made durable rather than trusted:
 - starting a stage is idempotent: at most one run follows another (a unique column), and
   the closed run records `handed_off_at` once its next stage is dealt with;
 - `sweep_pipelines` (a periodic task, every `PIPELINE_SWEEP_S`) finds what a crash or a
-  down broker left behind — a closed run never handed off, or a next stage never sent —
-  and makes it good. Sending a run's task twice is safe: run tasks skip finished items and
-  every write is idempotent.
+  down broker left behind — a closed run never handed off, or a next stage created but
+  never sent (`sent_at` unset) — and makes it good. Sending a run's task twice is safe:
+  run tasks skip finished items and every write is idempotent.
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ def sweep_pipelines(
             select(Run.id, Run.kind, Run.correlation_id).where(
                 Run.follows_run_id.is_not(None),
                 Run.status == RunStatus.PENDING,
+                Run.sent_at.is_(None),
                 Run.created_at < cutoff,
                 *tenant,
             )
@@ -102,10 +103,15 @@ def sweep_pipelines(
     redone = 0
     for run_id in not_handed_off:
         view = runs.get_run(run_id)
-        if view is not None and (view.run.options or {}).get("then"):
-            log.warning("pipeline.handoff_redone", run_id=str(run_id))
+        if view is None or not (view.run.options or {}).get("then"):
+            continue
+        log.warning("pipeline.handoff_redone", run_id=str(run_id))
+        try:
             start_next_stage(run_id)
-            redone += 1
+        except Exception as exc:  # one run's trouble must not stop the sweep
+            log.error("pipeline.handoff_failed", run_id=str(run_id), error=type(exc).__name__)
+            continue
+        redone += 1
     from pipeline.enqueue import send_run
 
     for run_id, kind, correlation_id in unsent:

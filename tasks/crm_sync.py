@@ -59,6 +59,7 @@ class RunSync:
     """One pass over a sync run's open items; remembers which it finished."""
 
     run_id: str
+    failed_attempts: int
     tenant_id: int
     source_run_id: Any
     items: list[RunItem]
@@ -141,13 +142,16 @@ class RunSync:
     autoretry_for=(),
     name="tasks.crm_sync.sync_run",
 )
-def sync_run(self: ResilientTask, run_id: str) -> int:
+def sync_run(self: ResilientTask, run_id: str, failed_attempts: int = 0) -> int:
+    """`failed_attempts`: attempts without progress made by earlier tasks of this run
+    (a come-back after a rate pause carries them, so pauses never reset the budget)."""
     view = runs.get_run(uuid.UUID(run_id))
     if view is None:
         return 0
     settings = get_settings()
     sync = RunSync(
         run_id=run_id,
+        failed_attempts=failed_attempts,
         tenant_id=view.run.tenant_id,
         source_run_id=view.run.parent_run_id,
         items=[i for i in view.items if i.status not in runs.TERMINAL],
@@ -177,7 +181,7 @@ def sync_run(self: ResilientTask, run_id: str) -> int:
 def _retry_or_stop(task: ResilientTask, sync: RunSync, exc: VendorError) -> int:
     """The CRM failed: try again later under the retry policy, or stop if it is spent."""
     policy = task.policy
-    attempt = 1 if sync.finished else task.request.retries + 1
+    attempt = 1 if sync.finished else sync.failed_attempts + task.request.retries + 1
     if isinstance(exc, CircuitOpenError):  # no call was made: wait out the cool-off
         cool_off = float(exc.details.get("retry_in_s") or 0.0)
         delay = cool_off + 0.05 if attempt < policy.max_attempts else None
@@ -186,15 +190,26 @@ def _retry_or_stop(task: ResilientTask, sync: RunSync, exc: VendorError) -> int:
     if delay is None:
         final = policy.final_error(exc, attempt)
         return _stop(sync, f"CRM_UNAVAILABLE:{getattr(final, 'code', exc.code)}")
-    if sync.finished:  # progress was made: a fresh task, with a fresh retry budget
-        return _come_back(sync, delay, why=exc.code)
-    raise task.retry(exc=exc, countdown=delay, max_retries=policy.max_attempts - 1)
+    # a fresh task carrying the attempts made so far (none, if this one made progress)
+    return _come_back(sync, delay, why=exc.code, failed_attempts=attempt)
 
 
-def _come_back(sync: RunSync, countdown: float, *, why: str) -> int:
-    """Continue this run in a fresh task after `countdown` seconds (items done stay done)."""
-    log.info("crm_sync.continues_later", countdown_ms=round(countdown * 1000), why=why)
-    sync_run.apply_async((sync.run_id,), countdown=countdown)
+def _come_back(
+    sync: RunSync, countdown: float, *, why: str, failed_attempts: int | None = None
+) -> int:
+    """Continue this run in a fresh task after `countdown` seconds (items done stay done).
+    Attempts without progress carry over; progress starts the budget afresh."""
+    if failed_attempts is None:  # a pause, not a failure: the budget is as it was
+        failed_attempts = 0 if sync.finished else sync.failed_attempts
+    elif sync.finished:
+        failed_attempts = 1
+    log.info(
+        "crm_sync.continues_later",
+        countdown_ms=round(countdown * 1000),
+        why=why,
+        failed_attempts=failed_attempts,
+    )
+    sync_run.apply_async((sync.run_id,), {"failed_attempts": failed_attempts}, countdown=countdown)
     return len(sync.finished)
 
 

@@ -135,6 +135,8 @@ def export_run(self: ResilientTask, run_id: str) -> int:
 
 def _export(policy: RetryPolicy, run_id: str, tenant: int, items: list[Any]) -> int:
     open_items = [i for i in items if i.status not in runs.TERMINAL]
+    if not open_items:  # a repeated delivery of a finished export: nothing to write
+        return 0
     companies = companies_by_id(tenant, [int(i.item_key.split(":")[1]) for i in open_items])
     runs.mark_running(uuid.UUID(run_id))
     guard = vendor_guard()

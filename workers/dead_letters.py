@@ -74,6 +74,8 @@ def _dead_letter(
     if exception is None:
         return
     request = getattr(sender, "request", None)
+    if getattr(request, "id", None) != task_id:
+        request = None  # reported from the main process without the task's context
     chain = getattr(request, "chain", None)
     headers = getattr(request, "headers", None) or {}
     try:

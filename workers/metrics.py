@@ -83,9 +83,14 @@ app.steps["worker"].add(MetricsServer)
 
 
 def count_closed_run(run_id: uuid.UUID) -> None:
-    """Runs after the close is committed, in the process that closed the run: once per run."""
+    """Runs after the close is committed, in the process that closed the run: once per run
+    (a run closing again after a replay is not a new outcome)."""
     with session_scope() as session:
-        kind, status = session.execute(select(Run.kind, Run.status).where(Run.id == run_id)).one()
+        kind, status, replays = session.execute(
+            select(Run.kind, Run.status, Run.replays).where(Run.id == run_id)
+        ).one()
+        if replays:
+            return
         reasons = session.scalars(
             select(RunItem.degraded_reasons).where(
                 RunItem.run_id == run_id, RunItem.degraded_reasons != ""

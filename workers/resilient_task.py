@@ -27,6 +27,7 @@ from typing import Any, ClassVar, TypeVar
 
 import celery
 import structlog
+from celery.exceptions import Ignore
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from pipeline import metrics
@@ -55,7 +56,9 @@ class ResilientTask(celery.Task):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if delivered_too_often(self, args, kwargs):  # a poison message: dead-lettered
-            return None
+            # Stop here: returning would count as success and send a chain's next step.
+            self.request.chain = self.request.callbacks = None
+            raise Ignore()
         try:
             return super().__call__(*args, **kwargs)
         except VendorError as exc:

@@ -49,7 +49,7 @@ class DeadLetterSummary(BaseModel):
 class DeadLetterDetail(DeadLetterSummary):
     args: list[Any]
     kwargs: dict[str, Any]
-    traceback: str
+    traceback: str | None = Field(description="admin keys only: it shows our code")
 
 
 class DeadLetterPage(BaseModel):
@@ -87,9 +87,10 @@ def list_dead_letters(
 
 @router.get("/{entry_id}", response_model=DeadLetterDetail)
 def get_dead_letter(entry_id: int, caller: AnyCaller) -> DeadLetterDetail:
-    """One entry with its arguments (never secrets) and traceback."""
+    """One entry with its arguments (never secrets); the traceback for admin keys."""
     entry = dead_letters.get_entry(entry_id, tenant_id=caller.tenant_scope(None))
-    return DeadLetterDetail.model_validate(entry)
+    detail = DeadLetterDetail.model_validate(entry)
+    return detail if caller.is_admin else detail.model_copy(update={"traceback": None})
 
 
 @router.post("/{entry_id}/replay", status_code=202, response_model=ReplayAccepted)

@@ -160,6 +160,9 @@ class RunItemOut(BaseModel):
 class RunDetail(RunSummary):
     options: dict[str, Any]
     vendor_stats: dict[str, Any]
+    recovered: int = Field(
+        description="CRM sync: items a batch write refused that then succeeded one by one"
+    )
     items: list[RunItemOut]
 
 
@@ -237,6 +240,7 @@ def get_run(run_id: uuid.UUID, caller: AnyCaller) -> RunDetail:
         **summary.model_dump(),
         options=view.run.options or {},
         vendor_stats=view.run.vendor_stats or {},
+        recovered=view.recovered,
         items=[RunItemOut.model_validate(item) for item in view.items],
     )
 

@@ -13,7 +13,8 @@ from datetime import datetime, timedelta
 
 from pipeline.breakers import BreakerFactory, factory
 from pipeline.breakers.contract import CLOSED, HALF_OPEN, OPEN
-from pipeline.breakers.storage import StoredBreaker, read_breakers, stored_breakers
+from pipeline.breakers.listing import list_breakers
+from pipeline.breakers.storage import StoredBreaker, read_breakers
 
 
 @dataclass(frozen=True)
@@ -58,9 +59,13 @@ def inspect_breakers(
         pairs = [(tenant_id, vendor) for vendor in vendors]
     elif made.client is None:
         pairs = sorted(p for p in made.memory_pairs() if p[1] in vendors)
-    else:
-        prefix = made.settings.redis_key_prefix
-        pairs = [p for p in stored_breakers(made.client, prefix) if p[1] in vendors]
+    else:  # the one SCAN reader, which brings each breaker's fields with it
+        listed = list_breakers(made.client, made.settings.redis_key_prefix)
+        return [
+            _snapshot(made, b.tenant_id, b.vendor, StoredBreaker(b.state, b.failures, b.opened_at))
+            for b in sorted(listed, key=lambda b: (b.tenant_id, b.vendor))
+            if b.vendor in vendors
+        ]
     return [
         _snapshot(made, tenant, vendor, stored)
         for (tenant, vendor), stored in zip(pairs, _read(made, pairs), strict=True)

@@ -240,19 +240,6 @@ def read_breakers(
     ]
 
 
-def stored_breakers(client: redis.Redis, prefix: str) -> list[tuple[int, str]]:
-    """Every (tenant, vendor) with a breaker hash in Redis, found by SCAN (never KEYS: it
-    would block Redis on a big keyspace). Costs about one round trip per 1,000 keys."""
-    escaped = "".join(f"\\{ch}" if ch in "*?[]\\" else ch for ch in prefix)
-    start = len(prefix) + len(":cb:{")
-    found = []
-    for key in client.scan_iter(match=f"{escaped}:cb:{{*}}", count=1000):
-        tenant, _, vendor = _text(key)[start:-1].partition(":")
-        if tenant.isdigit() and vendor:
-            found.append((int(tenant), vendor))
-    return sorted(found)
-
-
 def _ms(seconds: float) -> int:
     return int(seconds * 1000)
 

@@ -91,6 +91,11 @@ class Run(Base):
         Uuid, ForeignKey("runs.id", ondelete="SET NULL"), unique=True
     )
     handed_off_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When its task was last put on the broker (None: never — a lost send, for the sweeper).
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # How often dead or failed items were reopened for replay (its later closes are
+    # re-closes: metrics count a run's outcome once).
+    replays: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Export only: the tenant's ERP could not take anything, and why.
     export_disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     export_disabled_reason: Mapped[str | None] = mapped_column(Text)

@@ -12,9 +12,9 @@ from typing import Any
 import redis
 import requests
 import structlog
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 
-from pipeline.errors import VendorError, raise_for_vendor
+from pipeline.errors import VendorClientError, VendorError, raise_for_vendor
 from pipeline.settings import get_settings
 from tests.support.processes import wait_until
 from workers.app import app
@@ -79,3 +79,9 @@ def hang(self: ResilientTask, *, tenant_id: int) -> None:
 def kill_own_process(self: ResilientTask, *, tenant_id: int) -> None:
     """A poison message: whichever worker process runs it dies (as with a segfault)."""
     os.kill(os.getpid(), 9)
+
+
+@app.task(base=ResilientTask, bind=True, name="tests.reject")
+def reject(self: ResilientTask, *, tenant_id: int) -> None:
+    """Refuses its message for good, as a task that finds it can never succeed would."""
+    raise Reject(VendorClientError("nothing to do with this", vendor="crawler"), requeue=False)

@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 import redis
+from celery import chain
 from kombu import Connection, Exchange, Producer
 
-from pipeline import dead_letters, enqueue_crm_sync
+from pipeline import dead_letters, enqueue_crm_sync, runs
 from pipeline.db.models import DeadLetter
-from pipeline.errors import AlreadyReplayedError, NotFoundError
-from pipeline.replay import replay_entry, replay_run
+from pipeline.errors import AlreadyReplayedError, DependencyUnavailableError, NotFoundError
+from pipeline.replay import replay_entry, replay_run, send_or_undo
 from pipeline.settings import get_settings
 from pipeline.simulator import Simulator
 from tests.integration.test_cli import pipeline
@@ -96,8 +97,12 @@ def test_an_undecodable_message_lands_once_and_does_not_loop(
     assert (entry.path, entry.error_code) == ("undecodable", "UNDECODABLE")
     assert entry.options["body"] == "{this is not json"
     broker = redis.Redis.from_url(integration_env["BROKER_URL"])
-    wait_until(lambda: broker.llen("default") == 0 or None, what="the queue to drain")
-    assert dead_letters.get_entry(entry.id).failures == 1, "acknowledged, never redelivered"
+    wait_until(  # acknowledged: not held back for redelivery after the visibility timeout
+        lambda: not any(task_id.encode() in raw for raw in broker.hvals("unacked")),
+        what="the message to be acknowledged",
+    )
+    assert not any(task_id.encode() in raw for raw in broker.lrange("default", 0, -1))
+    assert dead_letters.get_entry(entry.id).failures == 1
     with pytest.raises(Exception, match="no task can run"):
         replay_entry(entry.id)
 
@@ -190,3 +195,54 @@ def test_a_message_that_kills_every_worker_lands_once_after_its_redeliveries(
     assert (entry.path, entry.error_code, entry.failures) == ("worker_lost", "WORKER_LOST", 1)
     assert f"delivered {limit + 1} times" in entry.message
     assert worker.log_text().count(f"tests.kill_own_process[{result.id}] received") == limit + 1
+
+
+def test_a_rejected_task_is_dead_lettered(celery_app: Any, tenant: int) -> None:
+    result = celery_app.send_task("tests.reject", kwargs={"tenant_id": tenant})
+    entry = entry_for(result.id)
+    assert (entry.path, entry.error_code, entry.tenant_id) == ("rejected", "CLIENT_ERROR", tenant)
+
+
+def test_a_poison_step_stops_its_chain(
+    celery_app: Any, worker: Worker, stub: VendorStub, tenant: int
+) -> None:
+    url = stub.script(f"after-poison-{tenant}", [200])
+    steps = chain(
+        celery_app.signature("tests.kill_own_process", kwargs={"tenant_id": tenant}),
+        celery_app.signature("tests.fetch_vendor", args=[url], kwargs={"tenant_id": tenant}),
+    )
+    last = steps.apply_async()
+    entry_for(last.parent.id)
+    later = fetch(celery_app, stub.script(f"sentinel-{tenant}", [200]), tenant)
+    assert later.get(timeout=30)["status"] == 200  # sent after: the queue is first in, first out
+    assert f"[{last.id}] received" not in worker.log_text(), "the chain went no further"
+    assert stub.hits(f"after-poison-{tenant}") == []
+
+
+def test_a_replay_the_broker_refuses_puts_everything_back(
+    simulator: Simulator, tenant: int
+) -> None:
+    source = enriched(simulator, tenant, n=2)
+    refused = external_ids(tenant, source)[:1]
+    simulator.set_fault(vendor="crm", tenant=tenant, reject_records=refused)
+    sync = finished(enqueue_crm_sync(tenant, run_id=source.run.id))
+    failed = [i.id for i in sync.items if i.status == "failed"]
+    assert len(failed) == 1
+
+    def broker_down() -> None:
+        raise ConnectionRefusedError("broker down")
+
+    reopened = runs.reopen_items(sync.run.id)
+    assert reopened == failed and finished_or_open(sync.run.id).run.status == "running"
+    with pytest.raises(DependencyUnavailableError):
+        send_or_undo(broker_down, reopened, [])
+    after = finished(sync.run.id)
+    assert after.run.status == "degraded" and after.run.items_done == after.run.items_total
+    assert [i.degraded_reasons for i in after.items if i.id in failed] == ["REPLAY_NOT_SENT"]
+    assert replay_run(sync.run.id, tenant_id=tenant) == 1, "and a later replay can go ahead"
+
+
+def finished_or_open(run_id: Any) -> Any:
+    view = runs.get_run(run_id)
+    assert view is not None
+    return view

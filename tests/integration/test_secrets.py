@@ -178,7 +178,12 @@ def store(simulator: Simulator, tenant: int, crm: tuple[str, str], erp: tuple[st
 
 
 def test_no_stored_secret_reaches_logs_broker_results_or_database_rows(
-    integration_env: dict[str, str], worker: Worker, simulator: Simulator, tenant: int
+    integration_env: dict[str, str],
+    worker: Worker,
+    simulator: Simulator,
+    tenant: int,
+    api: Any,
+    admin_headers: dict[str, str],
 ) -> None:
     """Secrets in use — and secrets refused — appear in no log line, no broker message or
     result (as published, or left behind), and no database row; the plaintext secrets
@@ -249,11 +254,22 @@ def test_no_stored_secret_reaches_logs_broker_results_or_database_rows(
     assert leaks({"run id": str(firsts[tenant])}, stream, "the stream")
     assert any(b'"errbacks"' in decoded for decoded in _decoded_base64(stream))
 
+    # What the web API shows of those pipelines: runs with items, dead letters, breakers.
+    shown = b""
+    for owner in firsts:
+        page = api.get(f"/runs?tenant={owner}", headers=admin_headers).json()
+        for run in page["runs"]:
+            shown += api.get(f"/runs/{run['id']}", headers=admin_headers).content
+    shown += api.get("/dead-letters?limit=200", headers=admin_headers).content
+    shown += api.get("/breakers", headers=admin_headers).content
+    assert str(firsts[tenant]).encode() in shown
+
     found = leaks(secrets, log, "the worker log")
+    found += leaks(secrets, shown, "the web API's answers")
     found += leaks(secrets, stream, "the Redis command stream (MONITOR)")
     found += leaks(secrets, redis_db_dump(broker), f"Redis db {broker}")
     tables = database_dump(integration_env["DATABASE_URL"])
-    assert {"credentials", "runs", "run_items"} <= set(tables)
+    assert {"credentials", "runs", "run_items", "dead_letters", "api_keys"} <= set(tables)
     assert str(tenant).encode() in tables["credentials"]
     for table, rows in tables.items():
         found += leaks(secrets, rows, f"table {table}")

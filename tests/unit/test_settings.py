@@ -224,8 +224,9 @@ def test_max_delay_equal_to_base_delay_is_accepted(monkeypatch: pytest.MonkeyPat
 def test_visibility_timeout_below_countdown_plus_time_limit_is_rejected(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Longest countdown = max(4 s, RETRY_AFTER_CAP_S 120 s) = 120 s; plus 300 s run = 420 s.
-    monkeypatch.setenv("BROKER_VISIBILITY_TIMEOUT_S", "400")
+    # Longest countdown = max(4 s, RETRY_AFTER_CAP_S 120 s, CB_COOL_OFF_S 300 s) = 300 s
+    # (a CRM sync waits out an open breaker); plus the 300 s run = 600 s.
+    monkeypatch.setenv("BROKER_VISIBILITY_TIMEOUT_S", "580")
     with pytest.raises(SettingsError) as info:
         load_settings()
     assert "BROKER_VISIBILITY_TIMEOUT_S" in str(info.value)
@@ -234,7 +235,7 @@ def test_visibility_timeout_below_countdown_plus_time_limit_is_rejected(
 def test_visibility_timeout_equal_to_the_longest_wait_is_rejected(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("BROKER_VISIBILITY_TIMEOUT_S", "420")
+    monkeypatch.setenv("BROKER_VISIBILITY_TIMEOUT_S", "600")
     with pytest.raises(SettingsError, match="BROKER_VISIBILITY_TIMEOUT_S"):
         load_settings()
 
@@ -242,8 +243,17 @@ def test_visibility_timeout_equal_to_the_longest_wait_is_rejected(
 def test_visibility_timeout_just_above_the_longest_wait_is_accepted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("BROKER_VISIBILITY_TIMEOUT_S", "421")
-    assert load_settings().broker_visibility_timeout_s == 421
+    monkeypatch.setenv("BROKER_VISIBILITY_TIMEOUT_S", "601")
+    assert load_settings().broker_visibility_timeout_s == 601
+
+
+def test_a_vendor_breaker_cool_off_raises_the_longest_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BROKER_VISIBILITY_TIMEOUT_S", "1000")
+    monkeypatch.setenv("CB_VENDOR_OVERRIDES", '{"crm": {"cool_off_s": 900}}')
+    with pytest.raises(SettingsError, match=r"\(1200s\)"):
+        load_settings()
 
 
 def test_visibility_check_accounts_for_task_time_limit(monkeypatch: pytest.MonkeyPatch) -> None:
