@@ -38,25 +38,16 @@ def register(sub: Any) -> None:
     cmd = sub.add_parser("demo", help="two tenants, one failing vendor: watch the pipeline cope")
     cmd.add_argument("--companies", type=int, default=200, help="companies per tenant")
     cmd.add_argument("--timeout", type=float, default=600.0)
-    cmd.add_argument(
-        "--then", default="", help="stages after enrichment: crm_sync,export (needs Redis)"
-    )
+    cmd.add_argument("--then", default="", help="stages after enrichment: crm_sync,export")
     cmd.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline import embedded
     from pipeline.enqueue import check_stages
     from pipeline.simulator import Simulator
 
     console = Console()
     then = check_stages([s.strip() for s in args.then.split(",") if s.strip()])
-    if then and not embedded.services_configured():
-        console.print(
-            "[red]--then needs Redis (CRM tokens and rate limits live there): set BROKER_URL, "
-            "REDIS_URL and DATABASE_URL[/red]"
-        )
-        return EXIT_FAILED
     if then and not os.environ.get("PIPELINE_SECRET_KEY"):
         from cryptography.fernet import Fernet
 
@@ -179,7 +170,7 @@ def scenario(console: Console, sim: Any, companies: int, timeout: float, then: l
                 console.print("[red]the demo timed out; runs are still going[/red]")
                 return EXIT_FAILED
             time.sleep(0.2)
-    stages = wait_for_stages(run_ids, len(then), started + timeout)
+    stages = wait_for_stages(run_ids, started + timeout)
     return report(console, sim, tenants, run_ids, stages, time.monotonic() - started)
 
 
@@ -199,27 +190,34 @@ def connect_crm_and_erp(sim: Any, tenant: int) -> None:
     )
 
 
-def wait_for_stages(
-    run_ids: dict[str, uuid.UUID], count: int, deadline: float
-) -> dict[str, list[Any]]:
-    """The finished stage runs that followed each enrichment run."""
-    from sqlalchemy import select
+def wait_for_stages(run_ids: dict[str, uuid.UUID], deadline: float) -> dict[str, list[Any]]:
+    """The stage runs that followed each enrichment run, once each pipeline has settled:
+    every run in it closed and handed off (a stopped pipeline settles early)."""
+    from sqlalchemy import or_, select
 
     from pipeline.db.engine import session_scope
     from pipeline.db.models import Run
 
+    closed = ("succeeded", "degraded", "failed")
     while True:
         with session_scope() as session:
-            found = {
-                label: [
-                    run
-                    for run in session.scalars(select(Run).where(Run.parent_run_id == first))
-                    if run.status in ("succeeded", "degraded", "failed")
-                ]
+            pipelines = {
+                label: list(
+                    session.scalars(
+                        select(Run).where(or_(Run.id == first, Run.parent_run_id == first))
+                    )
+                )
                 for label, first in run_ids.items()
             }
-        if all(len(runs) >= count for runs in found.values()) or time.monotonic() > deadline:
-            return found
+        settled = all(
+            all(run.status in closed and run.handed_off_at is not None for run in pipeline)
+            for pipeline in pipelines.values()
+        )
+        if settled or time.monotonic() > deadline:
+            return {
+                label: [r for r in pipeline if r.id != run_ids[label] and r.status in closed]
+                for label, pipeline in pipelines.items()
+            }
         time.sleep(0.2)
 
 

@@ -17,7 +17,7 @@ import redis
 
 from pipeline.errors import TenantRateExceededError
 
-_BUCKET = (Path(__file__).parent / "lua" / "token_bucket.lua").read_text()
+SCRIPT = (Path(__file__).parent / "lua" / "token_bucket.lua").read_text()
 
 
 class TenantRateLimiter:
@@ -35,7 +35,7 @@ class TenantRateLimiter:
         self._prefix, self._vendor = prefix, vendor
         self._rate, self._burst, self._max_wait_s = rate_per_s, burst, max_wait_s
         self._sleep = sleep
-        self._take = client.register_script(_BUCKET)
+        self._take = client.register_script(SCRIPT)
 
     def key(self, tenant_id: int) -> str:
         return f"{self._prefix}:rl:{{{tenant_id}}}:{self._vendor}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -82,14 +83,22 @@ def test_runs_show_names_a_bad_or_unknown_run(run_id: str, message: str) -> None
 
 
 def test_the_demo_runs_embedded_with_nothing_configured(tmp_path: Path) -> None:
-    """`pipeline demo` with no broker or database configured: in-process everything."""
+    """`pipeline demo --then crm_sync,export` with no broker, database or Redis configured:
+    in-process everything, CRM tokens and rate limits included."""
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in {"BROKER_URL", "DATABASE_URL", "REDIS_URL", "RESULT_BACKEND"}
     }
-    result = pipeline("demo", "--companies", "30", env=env, cwd=tmp_path)
+    result = pipeline(
+        "demo", "--companies", "30", "--then", "crm_sync,export", env=env, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "mode: embedded" in result.stdout
     assert "CIRCUIT_OPEN:apify_linkedin" in result.stdout
     assert "tenant B: no CIRCUIT_OPEN" in result.stdout
+    for label in ("A", "B"):  # the three stages of each tenant's pipeline, all finished
+        for stage in ("crm_sync", "export"):
+            assert re.search(rf"│ {label} → {stage}\s+│ \w+\s+│ succeeded", result.stdout), (
+                result.stdout
+            )
