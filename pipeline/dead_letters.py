@@ -100,10 +100,11 @@ def record(
         "first_failed_at": now,
         "last_failed_at": now,
     }
-    entry_id, new_death = _insert_or_count(row)
+    entry_id, new_death, replayed = _insert_or_count(row)
     if new_death:
         metrics.count_dead_letter(path if path in UNRUNNABLE else task_name)
-    _mark_subject_dead(subject, f"DEAD_LETTER:{error_code[:40]}")
+    if not replayed:  # a late report of a death already replayed must not kill the replay
+        _mark_subject_dead(subject, f"DEAD_LETTER:{error_code[:40]}")
     log.error(
         "task.dead_lettered",
         dead_letter_id=entry_id,
@@ -116,8 +117,9 @@ def record(
     return entry_id
 
 
-def _insert_or_count(row: dict[str, Any]) -> tuple[int, bool]:
-    """The entry's id, and whether this is a new death (not one reported again).
+def _insert_or_count(row: dict[str, Any]) -> tuple[int, bool, bool]:
+    """The entry's id, whether this is a new death (not one reported again), and whether
+    the entry was replayed already.
 
     Celery reports some deaths twice — a hard time limit from its timer (without the
     task's context: no chain, no retry count, no correlation id) and again from the pool
@@ -131,7 +133,7 @@ def _insert_or_count(row: dict[str, Any]) -> tuple[int, bool]:
             ).first()
             if existing is not None:
                 if existing.status != DeadLetterStatus.DEAD:
-                    return existing.id, False
+                    return existing.id, False, True
                 new_path = existing.path != row["path"]
                 existing.failures += 1 if new_path else 0
                 existing.last_failed_at = row["last_failed_at"]
@@ -143,11 +145,11 @@ def _insert_or_count(row: dict[str, Any]) -> tuple[int, bool]:
                 if not existing.options.get("chain") and row["options"].get("chain"):
                     existing.options = {**existing.options, "chain": row["options"]["chain"]}
                 existing.correlation_id = existing.correlation_id or row["correlation_id"]
-                return existing.id, new_path
+                return existing.id, new_path, False
         try:
             with session_scope() as session:
                 new_id = session.scalar(insert(DeadLetter).values(**row).returning(DeadLetter.id))
-                return int(new_id or 0), True
+                return int(new_id or 0), True, False
         except IntegrityError:
             continue
     raise RuntimeError(f"could not record dead letter for task {row['task_id']}")

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline import runs
@@ -23,6 +24,8 @@ from pipeline.correlation import current_correlation_id
 from pipeline.db.models import ItemStatus, RunKind
 from pipeline.errors import DependencyUnavailableError, InputError
 from pipeline.settings import get_settings
+
+log = structlog.get_logger(__name__)
 
 
 class CompanyInput(BaseModel):
@@ -240,6 +243,8 @@ def _start_stage(
         options={"then": check_stages(then)},
         follows_run_id=follows,
     )
+    if follows is not None and runs.was_sent(stage_id):
+        return stage_id  # this stage was started before: once is enough
     send_run(kind, stage_id, cid, fail_if_unsent=follows is None)
     return stage_id
 
@@ -292,5 +297,8 @@ def send_run(
             f"the broker is unreachable ({type(exc).__name__}); run {run_id} "
             + ("marked failed" if fail_if_unsent else "left pending, to be sent again")
         ) from None
-    runs.mark_sent(run_id)
+    try:
+        runs.mark_sent(run_id)
+    except Exception as exc:  # it is on the broker: the worst case is one needless re-send
+        log.warning("run.sent_not_recorded", run_id=str(run_id), error=type(exc).__name__)
     return str(sent.id)

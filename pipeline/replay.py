@@ -11,32 +11,32 @@
   replayed by the run task sent once — run tasks work only on open items, so items that
   succeeded are never redone.
 
-If the send fails (broker down) everything is put back as it was — items dead again, the
-run closed, entries dead — so a later replay can try again; nothing is left open forever.
+If anything fails before the message is on the broker, everything is put back as it was —
+items with their old status and reasons, the run closed, entries dead — so a later replay
+can try again; nothing is left open forever.
 The replayed task carries the caller's correlation id when there is one.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import structlog
 
 from pipeline import dead_letters, runs
 from pipeline.correlation import current_correlation_id
-from pipeline.db.models import DeadLetter, ItemStatus
+from pipeline.db.models import DeadLetter, ItemStatus, RunStatus
 from pipeline.errors import (
     AlreadyReplayedError,
     DependencyUnavailableError,
     InputError,
     NotFoundError,
+    PipelineError,
 )
 
 log = structlog.get_logger(__name__)
 HEADER = "x_dead_letter_id"
-NOT_SENT = "REPLAY_NOT_SENT"
 
 
 def replay_entry(entry_id: int, *, tenant_id: int | None = None) -> str:
@@ -48,32 +48,33 @@ def replay_entry(entry_id: int, *, tenant_id: int | None = None) -> str:
         raise InputError(f"dead letter {entry_id} is a message no task can run ({entry.path})")
     replay_id = uuid.uuid4().hex
     dead_letters.claim_for_replay(entry_id, replay_id, tenant_id=tenant_id)
-    cid = current_correlation_id() or entry.correlation_id or replay_id
-    headers = {HEADER: str(entry_id)}
-    step_without_chain = entry.item_id is not None and not entry.options.get("chain")
-    if entry.run_id is not None and (entry.item_id is None or step_without_chain):
-        reopened = runs.reopen_items(
-            entry.run_id, None if entry.item_id is None else [entry.item_id]
-        )
-        view = runs.get_run(entry.run_id)
-        kind = view.run.kind if view else ""
-        send_or_undo(
-            lambda: _send_run(kind, entry.run_id, cid, replay_id, headers), reopened, [entry_id]
-        )
-    else:
-        reopened = (
-            runs.reopen_items(entry.run_id, [entry.item_id], to=ItemStatus.QUEUED)
-            if entry.run_id is not None and entry.item_id is not None
-            else []
-        )
-        send_or_undo(lambda: _send_task(entry, replay_id, cid, headers), reopened, [entry_id])
+    reopened: list[runs.ReopenedItem] = []
+    try:
+        cid = current_correlation_id() or entry.correlation_id or replay_id
+        headers = {HEADER: str(entry_id)}
+        # Without the task's context (Celery reported the death from the main process) a
+        # missing chain proves nothing: replay the item from its start, through the run.
+        whole_item = entry.item_id is not None and not entry.options.get("context")
+        if entry.run_id is not None and (entry.item_id is None or whole_item):
+            items = None if entry.item_id is None else [entry.item_id]
+            reopened = runs.reopen_items(entry.run_id, items)
+            view = runs.get_run(entry.run_id)
+            _send_run(view.run.kind if view else "", entry.run_id, cid, replay_id, headers)
+        else:
+            if entry.run_id is not None and entry.item_id is not None:
+                # the step goes on with the rest of its chain: the item is queued, not pending
+                reopened = runs.reopen_items(entry.run_id, [entry.item_id], to=ItemStatus.QUEUED)
+            _send_task(entry, replay_id, cid, headers)
+    except BaseException as exc:
+        put_back(reopened, [entry_id])
+        raise _unsent(exc) from None
     log.info("dead_letter.replayed", dead_letter_id=entry_id, replay_task_id=replay_id)
     return replay_id
 
 
 def replay_run(run_id: uuid.UUID | str, *, tenant_id: int | None = None) -> int:
-    """Re-run a run's dead and failed items; how many were reopened (0: nothing to do,
-    unless open items were left unsent — then the run's task is sent again anyway)."""
+    """Re-run a run's dead and failed items; how many were reopened (0: nothing to do —
+    unless the run was created and never sent, which is sent now)."""
     try:
         run_uuid = uuid.UUID(str(run_id))
     except ValueError:
@@ -82,23 +83,26 @@ def replay_run(run_id: uuid.UUID | str, *, tenant_id: int | None = None) -> int:
     if view is None or (tenant_id is not None and view.run.tenant_id != tenant_id):
         raise NotFoundError(f"no run {run_uuid}")
     replay_id = uuid.uuid4().hex
-    claimed = []
-    for entry_id in dead_letters.dead_entries_of_run(run_uuid):
-        try:
-            dead_letters.claim_for_replay(entry_id, replay_id)
-            claimed.append(entry_id)
-        except AlreadyReplayedError:
-            continue  # a concurrent replay took it
-    reopened = runs.reopen_items(run_uuid)
-    stuck = any(item.status not in runs.TERMINAL for item in view.items)
-    if reopened or stuck:
-        cid = current_correlation_id() or view.run.correlation_id or replay_id
-        headers = {HEADER: ",".join(map(str, claimed))} if claimed else {}
-        send_or_undo(
-            lambda: _send_run(view.run.kind, run_uuid, cid, replay_id, headers),
-            reopened,
-            claimed,
-        )
+    claimed: list[int] = []
+    reopened: list[runs.ReopenedItem] = []
+    try:
+        for entry_id in dead_letters.dead_entries_of_run(run_uuid):
+            try:
+                dead_letters.claim_for_replay(entry_id, replay_id)
+                claimed.append(entry_id)
+            except AlreadyReplayedError:
+                continue  # a concurrent replay took it
+        reopened = runs.reopen_items(run_uuid)
+        never_sent = view.run.status == RunStatus.PENDING and view.run.sent_at is None
+        if reopened or never_sent:
+            cid = current_correlation_id() or view.run.correlation_id or replay_id
+            headers = {HEADER: ",".join(map(str, claimed))} if claimed else {}
+            _send_run(view.run.kind, run_uuid, cid, replay_id, headers)
+        else:
+            put_back([], claimed)  # nothing to send: the entries stay as they were
+    except BaseException as exc:
+        put_back(reopened, claimed)
+        raise _unsent(exc) from None
     log.info("run.replayed", run_id=str(run_uuid), items=len(reopened), task_id=replay_id)
     return len(reopened)
 
@@ -119,20 +123,22 @@ def replay_tenant(tenant_id: int) -> int:
     return replayed
 
 
-def send_or_undo(send: Callable[[], Any], reopened: list[int], claimed: list[int]) -> None:
-    """Send; if the broker refuses, close the reopened items again and unclaim the entries."""
-    try:
-        send()
-    except Exception as exc:
-        for item_id in reopened:
-            runs.finish_item(item_id, ItemStatus.DEAD, [NOT_SENT])
-        for entry_id in claimed:
-            dead_letters.unclaim(entry_id)
-        if isinstance(exc, DependencyUnavailableError):
-            raise
-        raise DependencyUnavailableError(
+def put_back(reopened: list[runs.ReopenedItem], claimed: list[int]) -> None:
+    """Undo a replay that was not sent: items back as they were (their run closes again),
+    entries dead again — so a later replay can try again and nothing is left open."""
+    runs.restore_items(reopened)
+    for entry_id in claimed:
+        dead_letters.unclaim(entry_id)
+
+
+def _unsent(exc: BaseException) -> BaseException:
+    if isinstance(exc, PipelineError):
+        return exc
+    if isinstance(exc, Exception):
+        return DependencyUnavailableError(
             f"the broker is unreachable ({type(exc).__name__}); nothing was replayed"
-        ) from None
+        )
+    return exc
 
 
 def _send_run(kind: str, run_id: Any, cid: str, task_id: str, headers: dict[str, str]) -> str:

@@ -120,6 +120,9 @@ def sweep_pipelines(
             send_run(kind, run_id, correlation_id or uuid.uuid4().hex, fail_if_unsent=False)
         except DependencyUnavailableError:
             break  # the broker is still down: the next sweep tries again
+        except Exception as exc:  # one run's trouble must not stop the sweep
+            log.error("pipeline.resend_failed", run_id=str(run_id), error=type(exc).__name__)
+            continue
         redone += 1
     return redone
 

@@ -9,7 +9,9 @@ the rest and retries the failed ones one by one (recovered items keep `last_erro
 
 When the CRM cannot take more *now*, the task steps aside rather than fail or hold a worker:
 - the tenant's own request rate (a Redis token bucket shared by all workers) is used up:
-  it comes back when the bucket has refilled, without spending a retry;
+  it comes back when the bucket has refilled, without spending a retry (but after
+  `MAX_IDLE_PAUSES` pauses in a row with nothing written it stops,
+  `CRM_UNAVAILABLE:TENANT_RATE_STARVED`);
 - the CRM fails (5xx, timeout, 429 with its Retry-After) or the tenant's breaker is open:
   it retries under the one retry policy (open breaker: after its cool-off). Each attempt
   that recorded progress starts a fresh retry budget, so a long run survives scattered
@@ -48,6 +50,9 @@ from workers.app import app
 from workers.resilient_task import ResilientTask, RunTask
 
 log = structlog.get_logger(__name__)
+# Rate pauses in a row without writing anything before a sync gives up: the tenant's other
+# syncs keep taking the whole rate. (Each pause waits for a token, so this is minutes.)
+MAX_IDLE_PAUSES = 100
 
 
 def idempotency_key(source_run_id: Any, contact_id: int) -> str:
@@ -60,6 +65,7 @@ class RunSync:
 
     run_id: str
     failed_attempts: int
+    pauses: int
     tenant_id: int
     source_run_id: Any
     items: list[RunItem]
@@ -142,9 +148,10 @@ class RunSync:
     autoretry_for=(),
     name="tasks.crm_sync.sync_run",
 )
-def sync_run(self: ResilientTask, run_id: str, failed_attempts: int = 0) -> int:
+def sync_run(self: ResilientTask, run_id: str, failed_attempts: int = 0, pauses: int = 0) -> int:
     """`failed_attempts`: attempts without progress made by earlier tasks of this run
-    (a come-back after a rate pause carries them, so pauses never reset the budget)."""
+    (a come-back after a rate pause carries them, so pauses never reset the budget);
+    `pauses`: rate pauses in a row without progress (bounded by `MAX_IDLE_PAUSES`)."""
     view = runs.get_run(uuid.UUID(run_id))
     if view is None:
         return 0
@@ -152,6 +159,7 @@ def sync_run(self: ResilientTask, run_id: str, failed_attempts: int = 0) -> int:
     sync = RunSync(
         run_id=run_id,
         failed_attempts=failed_attempts,
+        pauses=pauses,
         tenant_id=view.run.tenant_id,
         source_run_id=view.run.parent_run_id,
         items=[i for i in view.items if i.status not in runs.TERMINAL],
@@ -162,6 +170,8 @@ def sync_run(self: ResilientTask, run_id: str, failed_attempts: int = 0) -> int:
             vendor="crm",
             rate_per_s=settings.crm_rate_per_s,
             burst=settings.crm_burst,
+            # long enough for the two requests a refused batch needs before any progress
+            max_wait_s=max(1.0, 2.0 / settings.crm_rate_per_s),
         ),
     )
     runs.mark_running(uuid.UUID(run_id))
@@ -170,6 +180,8 @@ def sync_run(self: ResilientTask, run_id: str, failed_attempts: int = 0) -> int:
     except AuthRequiredError:
         return _stop(sync, "AUTH_REQUIRED")
     except TenantRateExceededError as exc:
+        if not sync.finished and sync.pauses >= MAX_IDLE_PAUSES:  # other syncs take it all
+            return _stop(sync, "CRM_UNAVAILABLE:TENANT_RATE_STARVED")
         return _come_back(sync, exc.retry_after_s or 1.0, why=exc.code)
     except VendorError as exc:
         return _retry_or_stop(self, sync, exc)
@@ -203,13 +215,19 @@ def _come_back(
         failed_attempts = 0 if sync.finished else sync.failed_attempts
     elif sync.finished:
         failed_attempts = 1
+    pauses = 0 if sync.finished else sync.pauses + (why == TenantRateExceededError.code)
     log.info(
         "crm_sync.continues_later",
         countdown_ms=round(countdown * 1000),
         why=why,
         failed_attempts=failed_attempts,
+        pauses=pauses,
     )
-    sync_run.apply_async((sync.run_id,), {"failed_attempts": failed_attempts}, countdown=countdown)
+    sync_run.apply_async(
+        (sync.run_id,),
+        {"failed_attempts": failed_attempts, "pauses": pauses},
+        countdown=countdown,
+    )
     return len(sync.finished)
 
 

@@ -90,10 +90,18 @@ def _dead_letter(
             traceback=str(getattr(einfo, "traceback", "") or ""),
             attempts=int(getattr(request, "retries", 0) or 0) + 1,
             correlation_id=getattr(request, HEADER, None) or headers.get(HEADER),
-            options={"chain": chain} if chain else None,
+            options=_context_options(request, chain),
         )
     except Exception as error:
         log.error("dead_letter.not_recorded", task_id=task_id, error=type(error).__name__)
+
+
+def _context_options(request: Any, chain: Any) -> dict[str, Any] | None:
+    """What a replay needs of the message: the rest of its chain — and whether the report
+    came with the task's context at all (without it, "no chain" proves nothing)."""
+    if request is None:
+        return None
+    return {"context": True, **({"chain": chain} if chain else {})}
 
 
 @task_unknown.connect

@@ -60,6 +60,6 @@ def delivered_too_often(task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
         ),
         attempts=int(request.retries or 0) + 1,
         correlation_id=getattr(request, HEADER, None) or (request.headers or {}).get(HEADER),
-        options={"chain": request.chain} if request.chain else None,
+        options={"context": True, **({"chain": request.chain} if request.chain else {})},
     )
     return True

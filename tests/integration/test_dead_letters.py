@@ -14,9 +14,10 @@ from celery import chain
 from kombu import Connection, Exchange, Producer
 
 from pipeline import dead_letters, enqueue_crm_sync, runs
-from pipeline.db.models import DeadLetter
-from pipeline.errors import AlreadyReplayedError, DependencyUnavailableError, NotFoundError
-from pipeline.replay import replay_entry, replay_run, send_or_undo
+from pipeline.companies import contact_ids_of_companies
+from pipeline.db.models import DeadLetter, RunKind
+from pipeline.errors import AlreadyReplayedError, NotFoundError
+from pipeline.replay import put_back, replay_entry, replay_run
 from pipeline.settings import get_settings
 from pipeline.simulator import Simulator
 from tests.integration.test_cli import pipeline
@@ -219,27 +220,48 @@ def test_a_poison_step_stops_its_chain(
     assert stub.hits(f"after-poison-{tenant}") == []
 
 
-def test_a_replay_the_broker_refuses_puts_everything_back(
-    simulator: Simulator, tenant: int
-) -> None:
+def test_a_replay_that_is_not_sent_puts_everything_back(simulator: Simulator, tenant: int) -> None:
     source = enriched(simulator, tenant, n=2)
     refused = external_ids(tenant, source)[:1]
     simulator.set_fault(vendor="crm", tenant=tenant, reject_records=refused)
     sync = finished(enqueue_crm_sync(tenant, run_id=source.run.id))
-    failed = [i.id for i in sync.items if i.status == "failed"]
-    assert len(failed) == 1
-
-    def broker_down() -> None:
-        raise ConnectionRefusedError("broker down")
+    failed = [(i.id, i.degraded_reasons) for i in sync.items if i.status == "failed"]
+    assert [reason for _, reason in failed] == ["CRM_REJECTED:CLIENT_ERROR"]
 
     reopened = runs.reopen_items(sync.run.id)
-    assert reopened == failed and finished_or_open(sync.run.id).run.status == "running"
-    with pytest.raises(DependencyUnavailableError):
-        send_or_undo(broker_down, reopened, [])
+    assert [i.id for i in reopened] == [failed[0][0]]
+    assert finished_or_open(sync.run.id).run.status == "running"
+    put_back(reopened, [])  # as a replay does when the broker refuses its message
     after = finished(sync.run.id)
-    assert after.run.status == "degraded" and after.run.items_done == after.run.items_total
-    assert [i.degraded_reasons for i in after.items if i.id in failed] == ["REPLAY_NOT_SENT"]
+    assert (after.run.status, after.run.items_done) == ("degraded", after.run.items_total)
+    assert [(i.id, i.degraded_reasons) for i in after.items if i.status == "failed"] == failed
     assert replay_run(sync.run.id, tenant_id=tenant) == 1, "and a later replay can go ahead"
+
+
+def test_a_late_report_of_a_replayed_death_leaves_the_replay_alone(
+    simulator: Simulator, tenant: int
+) -> None:
+    source = enriched(simulator, tenant, n=1)
+    companies = [int(i.item_key.split(":")[1]) for i in source.items]
+    keys = [f"contact:{cid}" for cid in contact_ids_of_companies(tenant, companies)]
+    sync_id = runs.create_run(tenant, RunKind.CRM_SYNC, keys, parent_run_id=source.run.id)
+    report = {
+        "task_id": f"late-{uuid.uuid4().hex}",
+        "task_name": "tasks.crm_sync.sync_run",
+        "args": [str(sync_id)],
+        "kwargs": {},
+        "path": "failure",
+        "error_code": "STEP_ERROR",
+        "message": "as if it had died",
+    }
+    entry_id = dead_letters.record(**report)
+    assert finished(sync_id).run.items_dead == len(keys) > 0
+    runs.reopen_items(sync_id)  # what a replay does first...
+    dead_letters.claim_for_replay(entry_id, "replay-task")  # ...with the entry claimed
+    dead_letters.record(**report)  # Celery's second report of the same death, late
+    view = finished_or_open(sync_id)
+    assert view.run.status == "running", "the replayed items were not killed again"
+    assert dead_letters.get_entry(entry_id).status == "replayed"
 
 
 def finished_or_open(run_id: Any) -> Any:
