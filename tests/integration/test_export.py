@@ -19,6 +19,7 @@ from pipeline.simulator import Simulator
 from pipeline.vendors.erp import ErpDatabaseMissingError, ErpFieldRejectedError
 from tasks.export import disables_export, tenant_lease
 from tests.integration.test_enrichment import company, finished, reasons
+from tests.support.processes import Worker, wait_until
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -132,3 +133,18 @@ def test_one_export_per_tenant_writes_at_a_time(tenant: int) -> None:
         assert (first, second, other_tenant) == (True, False, True)
     with tenant_lease(tenant) as again:
         assert again, "released when the export ended"
+
+
+def test_a_repeated_delivery_of_a_finished_export_does_not_touch_the_erp(
+    simulator: Simulator, tenant: int, celery_app: Any, worker: Worker
+) -> None:
+    source = enriched(simulator, tenant, n=1)
+    export = finished(enqueue_export(tenant, run_id=source.run.id))
+    calls = simulator.stats()["calls"]["erp"][str(tenant)]
+    again = celery_app.send_task("tasks.export.export_run", args=[str(export.run.id)])
+    wait_until(
+        lambda: f"tasks.export.export_run[{again.id}] succeeded" in worker.log_text(),
+        what="the repeated delivery to finish",
+    )
+    assert simulator.stats()["calls"]["erp"][str(tenant)] == calls, "no login, no write"
+    assert finished(export.run.id).run.status == "succeeded" and not export.run.export_disabled
