@@ -54,8 +54,7 @@ def subject_of(args: Sequence[Any], kwargs: Mapping[str, Any]) -> Subject:
     run_id = _uuid(source.get("run_id"))
     tenant = source.get("tenant_id")
     if tenant is None and run_id is not None:
-        view = runs.get_run(run_id)
-        tenant = view.run.tenant_id if view else None
+        tenant = tenant_of_run(run_id)
     item = source.get("item_id")
     return Subject(
         tenant_id=int(tenant) if isinstance(tenant, int | str) and str(tenant).isdigit() else None,

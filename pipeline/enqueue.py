@@ -251,10 +251,7 @@ def _start_stage(
 
 def _source_run(tenant_id: int, run_id: uuid.UUID | str) -> tuple[int, runs.RunView]:
     tenant = check_tenant(tenant_id)
-    try:
-        source_id = uuid.UUID(str(run_id))
-    except ValueError:
-        raise InputError(f"not a run id: {run_id!r}") from None
+    source_id = runs.run_id_from(run_id)
     source = runs.get_run(source_id)
     if source is None or source.run.tenant_id != tenant:
         raise InputError(f"tenant {tenant} has no run {source_id}")

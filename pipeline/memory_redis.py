@@ -133,10 +133,10 @@ class MemoryLock:
         return self._store.set(self._name, self._token, nx=True, px=int(self._timeout * 1000))
 
     def release(self) -> None:
-        if not self._store.register_script(_source("crm_token_compare_and_delete"))(
-            [self._name], [self._token]
-        ):
-            raise LockError("cannot release a lock that is no longer owned")
+        with self._store._mutex:
+            if self._store.get(self._name) != self._token:
+                raise LockError("cannot release a lock that is no longer owned")
+            self._store.delete(self._name)
 
 
 def _source(name: str) -> str:

@@ -27,6 +27,7 @@ import structlog
 from pipeline import dead_letters, runs
 from pipeline.correlation import current_correlation_id
 from pipeline.db.models import DeadLetter, ItemStatus, RunStatus
+from pipeline.enqueue import send_run
 from pipeline.errors import (
     AlreadyReplayedError,
     DependencyUnavailableError,
@@ -59,7 +60,10 @@ def replay_entry(entry_id: int, *, tenant_id: int | None = None) -> str:
             items = None if entry.item_id is None else [entry.item_id]
             reopened = runs.reopen_items(entry.run_id, items)
             view = runs.get_run(entry.run_id)
-            _send_run(view.run.kind if view else "", entry.run_id, cid, replay_id, headers)
+            kind = view.run.kind if view else ""
+            send_run(
+                kind, entry.run_id, cid, fail_if_unsent=False, task_id=replay_id, headers=headers
+            )
         else:
             if entry.run_id is not None and entry.item_id is not None:
                 # the step goes on with the rest of its chain: the item is queued, not pending
@@ -75,10 +79,7 @@ def replay_entry(entry_id: int, *, tenant_id: int | None = None) -> str:
 def replay_run(run_id: uuid.UUID | str, *, tenant_id: int | None = None) -> int:
     """Re-run a run's dead and failed items; how many were reopened (0: nothing to do —
     unless the run was created and never sent, which is sent now)."""
-    try:
-        run_uuid = uuid.UUID(str(run_id))
-    except ValueError:
-        raise InputError(f"not a run id: {run_id!r}") from None
+    run_uuid = runs.run_id_from(run_id)
     view = runs.get_run(run_uuid)
     if view is None or (tenant_id is not None and view.run.tenant_id != tenant_id):
         raise NotFoundError(f"no run {run_uuid}")
@@ -97,7 +98,14 @@ def replay_run(run_id: uuid.UUID | str, *, tenant_id: int | None = None) -> int:
         if reopened or never_sent:
             cid = current_correlation_id() or view.run.correlation_id or replay_id
             headers = {HEADER: ",".join(map(str, claimed))} if claimed else {}
-            _send_run(view.run.kind, run_uuid, cid, replay_id, headers)
+            send_run(
+                view.run.kind,
+                run_uuid,
+                cid,
+                fail_if_unsent=False,
+                task_id=replay_id,
+                headers=headers,
+            )
         else:
             put_back([], claimed)  # nothing to send: the entries stay as they were
     except BaseException as exc:
@@ -139,12 +147,6 @@ def _unsent(exc: BaseException) -> BaseException:
             f"the broker is unreachable ({type(exc).__name__}); nothing was replayed"
         )
     return exc
-
-
-def _send_run(kind: str, run_id: Any, cid: str, task_id: str, headers: dict[str, str]) -> str:
-    from pipeline.enqueue import send_run
-
-    return send_run(kind, run_id, cid, fail_if_unsent=False, task_id=task_id, headers=headers)
 
 
 def _send_task(entry: DeadLetter, task_id: str, cid: str, headers: dict[str, str]) -> None:

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from pipeline.db.engine import joined, session_scope
 from pipeline.db.models import ItemStatus, Run, RunItem, RunKind, RunStatus, VendorCall, utcnow
+from pipeline.errors import InputError
 
 log = structlog.get_logger(__name__)
 TERMINAL = (ItemStatus.SUCCEEDED, ItemStatus.DEGRADED, ItemStatus.FAILED, ItemStatus.DEAD)
@@ -43,6 +44,14 @@ class RunView:
             for item in self.items
             if item.status == ItemStatus.SUCCEEDED and item.last_error_code == RECOVERED
         )
+
+
+def run_id_from(value: Any) -> uuid.UUID:
+    """A run id from what a caller typed or sent; `InputError` naming it if it is not one."""
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise InputError(f"not a run id: {value!r}") from None
 
 
 def create_run(

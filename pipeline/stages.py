@@ -81,16 +81,18 @@ def sweep_pipelines(
     cutoff = (now or utcnow()) - timedelta(seconds=grace_s)
     tenant = [] if tenant_id is None else [Run.tenant_id == tenant_id]
     with session_scope() as session:
-        not_handed_off = list(
-            session.scalars(
-                select(Run.id).where(
+        not_handed_off = [
+            run_id
+            for run_id, options in session.execute(
+                select(Run.id, Run.options).where(
                     Run.status.in_(CLOSED),
                     Run.handed_off_at.is_(None),
                     Run.finished_at < cutoff,
                     *tenant,
                 )
             )
-        )
+            if (options or {}).get("then")
+        ]
         unsent = session.execute(
             select(Run.id, Run.kind, Run.correlation_id).where(
                 Run.follows_run_id.is_not(None),
@@ -102,9 +104,6 @@ def sweep_pipelines(
         ).all()
     redone = 0
     for run_id in not_handed_off:
-        view = runs.get_run(run_id)
-        if view is None or not (view.run.options or {}).get("then"):
-            continue
         log.warning("pipeline.handoff_redone", run_id=str(run_id))
         try:
             start_next_stage(run_id)

@@ -24,7 +24,13 @@ from pipeline import runs
 from pipeline.companies import companies_by_id, contacts_of
 from pipeline.credentials import get_credential
 from pipeline.db.models import ItemStatus
-from pipeline.errors import CircuitOpenError, PipelineError, VendorAuthError, VendorError
+from pipeline.errors import (
+    CircuitOpenError,
+    PipelineError,
+    RetriesExhaustedError,
+    VendorAuthError,
+    VendorError,
+)
 from pipeline.redis_client import redis_for
 from pipeline.resilience.guard import vendor_guard
 from pipeline.resilience.retry import RetryPolicy
@@ -106,10 +112,9 @@ def disables_export(exc: PipelineError) -> bool:
     no usable credential. Anything else concerns one record."""
     if not isinstance(exc, VendorError):
         return True  # no credential, or one that cannot be decrypted
-    return (
-        exc.retryable
-        or isinstance(exc, VendorAuthError | ErpDatabaseMissingError | CircuitOpenError)
-        or exc.code == "RETRIES_EXHAUSTED"
+    return exc.retryable or isinstance(
+        exc,
+        VendorAuthError | ErpDatabaseMissingError | CircuitOpenError | RetriesExhaustedError,
     )
 
 

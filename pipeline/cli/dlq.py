@@ -58,9 +58,13 @@ def register(sub: Any) -> None:
 
 def list_command(args: argparse.Namespace) -> int:
     from pipeline import dead_letters
+    from pipeline.runs import run_id_from
 
     entries = dead_letters.list_entries(
-        tenant_id=args.tenant, run_id=_run_id(args.run_id), status=args.status, limit=args.limit
+        tenant_id=args.tenant,
+        run_id=None if args.run_id is None else run_id_from(args.run_id),
+        status=args.status,
+        limit=args.limit,
     )
     for e in entries:
         print(
@@ -123,14 +127,3 @@ def purge_command(args: argparse.Namespace) -> int:
 
     print(f"purged {dead_letters.purge(args.older_than)} dead letters")
     return EXIT_OK
-
-
-def _run_id(value: str | None) -> Any:
-    if value is None:
-        return None
-    import uuid
-
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise InputError(f"not a run id: {value!r}") from None

@@ -128,12 +128,9 @@ def wait_for(run_id: uuid.UUID, timeout: float) -> Any:
 
 def show_command(args: argparse.Namespace) -> int:
     from pipeline.cli.render import run_details
-    from pipeline.runs import get_run
+    from pipeline.runs import get_run, run_id_from
 
-    try:
-        run_id = uuid.UUID(args.run_id)
-    except ValueError:
-        raise InputError(f"not a run id: {args.run_id!r}") from None
+    run_id = run_id_from(args.run_id)
     view = get_run(run_id)
     if view is None:
         raise InputError(f"no run {run_id}")
