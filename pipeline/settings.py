@@ -68,6 +68,32 @@ class Settings(BaseSettings):
     # How often beat runs the pipeline sweeper (lost stage hand-offs; pipeline.stages).
     pipeline_sweep_s: float = Field(default=60.0, gt=0)
 
+    # The reconciler (pipeline.reconciler), run by beat every RECONCILE_INTERVAL_S and by
+    # `pipeline reconcile`: an open item that has not moved for its kind's lease, although
+    # its queue was seen empty meanwhile, is re-driven from its last durable step; one
+    # re-driven RECONCILE_MAX_REDRIVES times is dead-lettered as `stalled`.
+    reconcile_interval_s: float = Field(default=30.0, gt=0)
+    reconcile_lease_s: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=lambda: dict(DEFAULT_LEASES_S)
+    )
+    reconcile_max_redrives: int = Field(default=3, ge=1)
+
+    # Our own database going away: tasks retry on this curve (full jitter above half the
+    # cap, so every wait is real) until DB_OUTAGE_MAX_S after the first failure, and are
+    # never acked as done meanwhile.
+    db_retry_base_delay_ms: int = Field(default=1000, gt=0)
+    db_retry_max_delay_ms: int = Field(default=30000, gt=0)
+    db_outage_max_s: float = Field(default=600.0, gt=0)
+
+    # Healing (pipeline.healing): work deferred because a vendor was down is redone once it
+    # is back — within HEAL_WINDOW_S of the deferral, at most HEAL_MAX_ATTEMPTS times, at
+    # least HEAL_BACKOFF_S apart; HEALING_OFF lists tenant:vendor pairs (* for any) that
+    # never heal.
+    heal_window_s: float = Field(default=86400.0, gt=0)
+    heal_max_attempts: int = Field(default=5, ge=1)
+    heal_backoff_s: float = Field(default=60.0, ge=0)
+    healing_off: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
     # Vendor HTTP
     http_connect_timeout_s: float = Field(default=2.0, gt=0)
     http_read_timeout_s: float = Field(default=5.0, gt=0)
@@ -148,13 +174,36 @@ class Settings(BaseSettings):
     health_worker_seen_s: float = Field(default=60.0, gt=0)
     health_vendor_open_share: float = Field(default=0.5, gt=0, le=1)
 
-    @field_validator("cb_global_exempt_vendors", "export_strippable_fields", mode="before")
+    @field_validator(
+        "cb_global_exempt_vendors", "export_strippable_fields", "healing_off", mode="before"
+    )
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
         if isinstance(value, str):
             if any(ch in value for ch in '[]"{}'):
                 raise ValueError("expected comma-separated vendor names, e.g. crm,lusha")
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("healing_off")
+    @classmethod
+    def _tenant_vendor_pairs(cls, value: list[str]) -> list[str]:
+        for pair in value:
+            tenant, _, vendor = pair.partition(":")
+            if not vendor or not (tenant == "*" or tenant.isdigit()):
+                raise ValueError("expected tenant:vendor pairs (* for any), e.g. 7:crm,*:lusha")
+        return value
+
+    @field_validator("reconcile_lease_s", mode="before")
+    @classmethod
+    def _leases_per_kind(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - set(DEFAULT_LEASES_S))
+            if unknown:
+                raise ValueError(
+                    f"unknown run kinds {unknown}; expected {sorted(DEFAULT_LEASES_S)}"
+                )
+            return {**DEFAULT_LEASES_S, **value}
         return value
 
     @field_validator("log_level", mode="before")
@@ -211,6 +260,15 @@ class Settings(BaseSettings):
                 f"longest retry countdown plus TASK_TIME_LIMIT_S ({longest:.0f}s), or delayed "
                 "retries are redelivered and run twice"
             )
+        short = {kind: lease for kind, lease in self.reconcile_lease_s.items() if lease <= longest}
+        if short:
+            raise ValueError(
+                f"RECONCILE_LEASE_S {short} must exceed the longest retry countdown plus "
+                f"TASK_TIME_LIMIT_S ({longest:.0f}s): a step may legitimately be silent that "
+                "long, and re-driving it would only run it twice"
+            )
+        if self.db_retry_max_delay_ms < self.db_retry_base_delay_ms:
+            raise ValueError("DB_RETRY_MAX_DELAY_MS must be >= DB_RETRY_BASE_DELAY_MS")
         return self
 
     @property
@@ -225,7 +283,20 @@ class Settings(BaseSettings):
         cool_offs = [self.cb_cool_off_s] + [
             o.cool_off_s for o in self.cb_vendor_overrides.values() if o.cool_off_s is not None
         ]
-        return max(self.retry_max_delay_ms / 1000.0, self.retry_after_cap_s, *cool_offs)
+        return max(
+            self.retry_max_delay_ms / 1000.0,
+            self.retry_after_cap_s,
+            self.db_retry_max_delay_ms / 1000.0,
+            *cool_offs,
+        )
+
+    def lease_s(self, kind: str) -> float:
+        """How long an open item of this run kind may go without moving (see above)."""
+        return self.reconcile_lease_s.get(kind, max(self.reconcile_lease_s.values()))
+
+    def healing_on(self, tenant_id: int, vendor: str) -> bool:
+        off = set(self.healing_off)
+        return not ({f"{tenant_id}:{vendor}", f"*:{vendor}", f"{tenant_id}:*", "*:*"} & off)
 
     def vendor_url(self, vendor: str) -> str:
         return self.vendor_urls.get(vendor) or f"{self.vendor_base_url.rstrip('/')}/{vendor}"
@@ -258,6 +329,10 @@ class Settings(BaseSettings):
             exempt=pick("exempt", vendor in self.cb_global_exempt_vendors),
         )
 
+
+# Each run kind's default lease (RECONCILE_LEASE_S): above TASK_TIME_LIMIT_S plus the longest
+# retry countdown with the defaults (300 s + 300 s), so only work that is really lost moves.
+DEFAULT_LEASES_S: dict[str, float] = {"enrichment": 900.0, "crm_sync": 900.0, "export": 900.0}
 
 _BROKER_SCHEMES = {"redis", "rediss", "memory", "amqp", "pyamqp"}
 _RESULT_SCHEMES = {"redis", "rediss", "cache+memory", "rpc"}

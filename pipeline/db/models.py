@@ -27,6 +27,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -111,9 +112,20 @@ class Run(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+_OPEN_ITEMS = "status IN ('pending', 'queued', 'running')"
+
+
 class RunItem(Base):
     __tablename__ = "run_items"
-    __table_args__ = (UniqueConstraint("run_id", "item_key", name="uq_run_items_run_key"),)
+    __table_args__ = (
+        UniqueConstraint("run_id", "item_key", name="uq_run_items_run_key"),
+        Index(
+            "ix_run_items_open_progress",
+            "progress_at",
+            postgresql_where=text(_OPEN_ITEMS),
+            sqlite_where=text(_OPEN_ITEMS),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     run_id: Mapped[uuid.UUID] = mapped_column(
@@ -124,10 +136,73 @@ class RunItem(Base):
     degraded_reasons: Mapped[str] = mapped_column(Text, default="")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error_code: Mapped[str | None] = mapped_column(String(64))
+    # The last durable step: the step an open item's work reached (its name) and what that
+    # step was given (`checkpoint`: an enrichment step's context), so the reconciler can
+    # re-drive it from there; `progress_at` is when it last moved (`pipeline.progress`).
+    step: Mapped[str | None] = mapped_column(String(64))
+    checkpoint: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # How often the reconciler re-drove it (past RECONCILE_MAX_REDRIVES: dead-lettered).
+    redrives: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # What happened to it besides its last outcome, oldest first: re-drives, deferrals,
+    # heals, replays — each {"at", "event", ...} — so a healed item keeps its old reasons.
+    history: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    healed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
+
+
+OPEN_ITEM_STATUSES = (ItemStatus.PENDING, ItemStatus.QUEUED, ItemStatus.RUNNING)
+
+
+class DeferralStatus(StrEnum):
+    WAITING = "waiting"  # for its vendor to be back
+    HEALING = "healing"  # its item was sent to redo the missing steps
+    HEALED = "healed"
+    EXPIRED = "expired"  # past HEAL_WINDOW_S, or HEAL_MAX_ATTEMPTS used up: stays degraded
+
+
+class Deferral(Base):
+    """Work an item could not do because a vendor was passing through trouble (breaker open,
+    down past the retry policy): redone when the vendor is back (`pipeline.healing`). One row
+    per (item, vendor)."""
+
+    __tablename__ = "deferrals"
+    __table_args__ = (
+        UniqueConstraint("item_id", "vendor", name="uq_deferrals_item_vendor"),
+        Index("ix_deferrals_status_tenant_vendor", "status", "tenant_id", "vendor"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(BigInteger)
+    vendor: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    run_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("runs.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("run_items.id", ondelete="CASCADE"), index=True
+    )
+    reason: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default=DeferralStatus.WAITING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_try_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+    healed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ReconcilerMark(Base):
+    """What the reconciler remembers between passes (it runs in whichever worker takes the
+    beat task): the epoch it left in each Redis, when each queue was last seen empty."""
+
+    __tablename__ = "reconciler_marks"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class VendorCall(Base):

@@ -1,12 +1,17 @@
-"""Starting and stopping real server processes for tests: Celery workers, a private Redis."""
+"""Starting and stopping real server processes for tests: Celery workers, a private Redis,
+a private Postgres cluster. Fault tests kill and restart these, never the machine's own."""
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -156,3 +161,82 @@ def _pings(client: Any) -> bool:
         return bool(client.ping())
     except redis.RedisError:
         return False
+
+
+def _pg_bin(name: str) -> str:
+    """A PostgreSQL server binary (initdb, pg_ctl): Debian keeps them off the PATH."""
+    found = shutil.which(name) or next(
+        iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None
+    )
+    if found is None:
+        raise RuntimeError(f"PostgreSQL's {name} is not installed")
+    return found
+
+
+class PrivatePostgres:
+    """A throw-away PostgreSQL cluster (`initdb`, run as the `postgres` user) on a free port,
+    for tests that stop and restart the database. Trust auth on loopback, no fsync: it holds
+    nothing worth keeping. `stop()` shuts it down (the data stays), `start()` brings it back
+    on the same port, `close()` removes it."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="pipeline-pg-")
+        self.data = os.path.join(self.dir, "data")
+        self.url = f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
+        shutil.chown(self.dir, "postgres", "postgres")
+        self._as_postgres(
+            _pg_bin("initdb"), "-D", self.data, "-A", "trust", "-U", "postgres", "--no-sync"
+        )
+        self.start()
+
+    def _as_postgres(self, *command: str) -> None:
+        run_as = [] if os.geteuid() != 0 else ["runuser", "-u", "postgres", "--"]
+        subprocess.run(
+            [*run_as, *command], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        self._as_postgres(
+            _pg_bin("pg_ctl"),
+            "-D",
+            self.data,
+            "-o",
+            options,
+            "-l",
+            f"{self.dir}/log",
+            "-w",
+            "start",
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        """Shut the server down (`immediate`: as a crash would, no checkpoint)."""
+        self._as_postgres(_pg_bin("pg_ctl"), "-D", self.data, "-m", mode, "-w", "stop")
+
+    def running(self) -> bool:
+        return os.path.exists(os.path.join(self.data, "postmaster.pid"))
+
+    def create_database(self, name: str) -> str:
+        """A new database in this cluster; its SQLAlchemy URL."""
+        import psycopg2
+
+        conn = psycopg2.connect(
+            host="127.0.0.1", port=self.port, user="postgres", dbname="postgres"
+        )
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"CREATE DATABASE {name}")
+        finally:
+            conn.close()
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{name}"
+
+    def close(self) -> None:
+        if self.running():
+            with contextlib.suppress(subprocess.CalledProcessError):
+                self.stop("immediate")
+        shutil.rmtree(self.dir, ignore_errors=True)

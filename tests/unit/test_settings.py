@@ -271,7 +271,35 @@ def test_visibility_check_uses_max_delay_when_above_retry_after_cap(
     with pytest.raises(SettingsError, match="BROKER_VISIBILITY_TIMEOUT_S"):
         load_settings()
     monkeypatch.setenv("BROKER_VISIBILITY_TIMEOUT_S", "901")
+    monkeypatch.setenv("RECONCILE_LEASE_S", '{"enrichment": 901, "crm_sync": 901, "export": 901}')
     assert load_settings().max_retry_countdown_s == 600.0
+
+
+def test_a_lease_must_outlast_a_step_and_its_longest_countdown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RECONCILE_LEASE_S", '{"export": 600}')  # 300 s limit + 300 s cool-off
+    with pytest.raises(SettingsError, match=r"RECONCILE_LEASE_S \{'export': 600.0\}.*\(600s\)"):
+        load_settings()
+    monkeypatch.setenv("RECONCILE_LEASE_S", '{"export": 601}')
+    leases = load_settings().reconcile_lease_s
+    assert leases == {"enrichment": 900.0, "crm_sync": 900.0, "export": 601.0}
+
+
+def test_a_lease_for_an_unknown_kind_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECONCILE_LEASE_S", '{"enrichmnet": 1000}')
+    with pytest.raises(SettingsError, match=r"RECONCILE_LEASE_S: .*enrichmnet"):
+        load_settings()
+
+
+def test_healing_off_names_tenant_vendor_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings(healing_off="7:crm, *:lusha")
+    assert not settings.healing_on(7, "crm")
+    assert settings.healing_on(8, "crm")
+    assert not settings.healing_on(8, "lusha")
+    assert not load_settings(healing_off="9:*").healing_on(9, "erp")
+    with pytest.raises(SettingsError, match="HEALING_OFF: expected tenant:vendor"):
+        load_settings(healing_off="crm")
 
 
 def test_load_settings_accepts_keyword_overrides() -> None:
