@@ -219,6 +219,15 @@ class RetriesExhaustedError(VendorError):
         self.attempts = attempts
 
 
+def error_code(error: BaseException) -> str:
+    """The code an error is known by in items, dead letters, logs and metrics: ours carry a
+    stable one; anything else is named by its class. (SQLAlchemy's errors have a `code`
+    too, but it is a documentation link id such as `e3q8`, not something to show.)"""
+    if isinstance(error, PipelineError):
+        return error.code
+    return type(error).__name__
+
+
 def is_transient(error: BaseException) -> bool:
     """Worth another try later: a retryable vendor error, or our database dropping out."""
     if isinstance(error, VendorError):

@@ -94,6 +94,11 @@ def create_run(
     return run.id
 
 
+def run_exists(run_id: uuid.UUID) -> bool:
+    with session_scope() as session:
+        return session.scalar(select(Run.id).where(Run.id == run_id)) is not None
+
+
 def follower_of(run_id: uuid.UUID) -> uuid.UUID | None:
     """The run started as the next stage of `run_id`, if any."""
     with session_scope() as session:
@@ -125,7 +130,7 @@ def claiming_pending_items(
         claimed = session.execute(
             update(RunItem)
             .where(RunItem.run_id == run_id, RunItem.status == ItemStatus.PENDING)
-            .values(status=ItemStatus.QUEUED, updated_at=utcnow())
+            .values(status=ItemStatus.QUEUED, updated_at=utcnow(), progress_at=utcnow())
             .returning(RunItem.id, RunItem.item_key)
         ).all()
         yield run, [(item_id, key) for item_id, key in claimed], session
@@ -216,6 +221,19 @@ def count_item_done(run_id: uuid.UUID, *, session: Session) -> Run | None:
     return _close(session, run_id) if done >= total else None
 
 
+def close_finished(run_id: uuid.UUID) -> bool:
+    """Close an open run none of whose items is open any more (its latch set to match);
+    True if this call closed it. Safe to race: the close is conditional."""
+    with session_scope() as session:
+        open_items = session.scalar(
+            select(func.count()).where(RunItem.run_id == run_id, RunItem.status.not_in(TERMINAL))
+        )
+        if open_items:
+            return False
+        session.execute(update(Run).where(Run.id == run_id).values(items_done=Run.items_total))
+        return _close(session, run_id) is not None
+
+
 def disable_export(run_id: uuid.UUID, why: str) -> None:
     with session_scope() as session:
         session.execute(
@@ -276,7 +294,13 @@ def reopen_items(
             for item_id in session.scalars(
                 update(RunItem)
                 .where(RunItem.id.in_(list(before)), RunItem.status.in_(retryable))
-                .values(status=to, degraded_reasons="", updated_at=utcnow())
+                .values(
+                    status=to,
+                    degraded_reasons="",
+                    updated_at=utcnow(),
+                    progress_at=utcnow(),
+                    redrives=0,  # a person asked for another go: a fresh budget
+                )
                 .returning(RunItem.id)
             )
         ]

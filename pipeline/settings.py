@@ -65,9 +65,6 @@ class Settings(BaseSettings):
     task_time_limit_s: int = Field(default=300, gt=0)
     # A message whose worker process dies this many times is dead-lettered, not run again.
     task_max_deliveries: int = Field(default=3, ge=1)
-    # How often beat runs the pipeline sweeper (lost stage hand-offs; pipeline.stages).
-    pipeline_sweep_s: float = Field(default=60.0, gt=0)
-
     # The reconciler (pipeline.reconciler), run by beat every RECONCILE_INTERVAL_S and by
     # `pipeline reconcile`: an open item that has not moved for its kind's lease, although
     # its queue was seen empty meanwhile, is re-driven from its last durable step; one
@@ -84,6 +81,9 @@ class Settings(BaseSettings):
     db_retry_base_delay_ms: int = Field(default=1000, gt=0)
     db_retry_max_delay_ms: int = Field(default=30000, gt=0)
     db_outage_max_s: float = Field(default=600.0, gt=0)
+    # A vendor (or our own pacing) asking us to slow down is waited out, spending no retry
+    # attempt, until the work has been held back this long without progress.
+    rate_limited_max_s: float = Field(default=3600.0, gt=0)
 
     # Healing (pipeline.healing): work deferred because a vendor was down is redone once it
     # is back — within HEAL_WINDOW_S of the deferral, at most HEAL_MAX_ATTEMPTS times, at

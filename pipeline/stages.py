@@ -14,7 +14,7 @@ items, whose counter lives in the result backend and dies with it.
 The hand-off is made durable rather than trusted:
 - starting a stage is idempotent: at most one run follows another (a unique column), and
   the closed run records `handed_off_at` once its next stage is dealt with;
-- `sweep_pipelines` (a periodic task, every `PIPELINE_SWEEP_S`) finds what a crash or a
+- `sweep_pipelines` (part of every reconciler pass, `pipeline.reconciler`) finds what a crash or a
   down broker left behind — a closed run never handed off, or a next stage created but
   never sent (`sent_at` unset) — and makes it good. Sending a run's task twice is safe:
   run tasks skip finished items and every write is idempotent.

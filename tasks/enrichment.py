@@ -6,6 +6,11 @@
 The precondition (a company needs a domain or a name) is checked when the run starts: an
 item that fails it is recorded there and then, with no chain to send.
 
+Each step, as it starts, records on its item which step it is and the context it was given
+(`pipeline.progress.mark_step`): that checkpoint is where the reconciler re-drives an item
+whose message was lost (`resume_chain`), and a step for an item that is finished or does
+not exist stops there, calling no vendor.
+
 Each step takes and returns a small context (ids, what was found, reasons). A step whose
 vendor fails for good does not stop the chain: it writes down why (`CRAWL_ERROR`,
 `CIRCUIT_OPEN:<vendor>`, ...) and passes the context on; the next steps decide from the
@@ -22,8 +27,9 @@ from typing import Any, TypeVar
 
 import structlog
 from celery import Signature, chain
+from celery.exceptions import Reject
 
-from pipeline import companies, runs
+from pipeline import companies, progress, runs
 from pipeline.db.engine import session_scope
 from pipeline.db.models import ItemStatus
 from pipeline.enrichment_rules import (
@@ -38,7 +44,7 @@ from pipeline.enrichment_rules import (
     search_query,
     wants_search,
 )
-from pipeline.errors import VendorError
+from pipeline.errors import InputError, VendorError, error_code
 from pipeline.vendors import registry as vendors
 from workers.app import app
 from workers.resilient_task import ResilientTask, RunTask
@@ -55,6 +61,22 @@ class EnrichmentStep(ResilientTask):
 
     ignore_result = True
 
+    def begin(self, ctx: Any = None, *args: Any, **kwargs: Any) -> bool:
+        """Mark the item's progress at this step (the checkpoint a re-drive resumes from);
+        refuse a step whose item is finished or does not exist, and dead-letter a message
+        that is no step context at all (`Reject`: there is nothing to run it on)."""
+        step = step_name(self.name, kwargs.get("role"))
+        try:
+            item, run, tenant = int(ctx["item_id"]), uuid.UUID(str(ctx["run_id"])), ctx["tenant_id"]
+            if not isinstance(tenant, int):
+                raise TypeError("tenant_id")
+        except (TypeError, KeyError, ValueError):
+            raise Reject(InputError(f"{step}: not a step context"), requeue=False) from None
+        if progress.mark_step(item, run, tenant, step, ctx):
+            return True
+        log.warning("step.refused", step=step, item_id=item, why="item finished or not found")
+        return False
+
     def give_up(self, exc: VendorError, ctx: Context, *args: Any, **kwargs: Any) -> Context:
         for reason in reasons_for(exc):
             ctx = annotate(ctx, reason)
@@ -67,7 +89,7 @@ class EnrichmentStep(ResilientTask):
         ctx = args[0] if args and isinstance(args[0], dict) else None
         if ctx is None or "item_id" not in ctx:
             return
-        code = getattr(exc, "code", type(exc).__name__)
+        code = error_code(exc)
         try:
             with session_scope() as session:
                 run_id = runs.mark_item_finished(
@@ -101,12 +123,28 @@ class EnrichmentStep(ResilientTask):
         return answer, {**ctx, "calls": [*ctx.get("calls", []), *collected]}
 
 
-def enrichment_chain(ctx: Context) -> Signature:
-    """The steps one company goes through (a step the run's options rule out is left out)."""
-    steps = [crawl_site.s(ctx), search_web.s(), find_contacts.s(role="primary")]
+def step_name(task_name: str, role: str | None = None) -> str:
+    """A step's name in checkpoints: `crawl_site`, `find_contacts:primary`, ..."""
+    short = task_name.rsplit(".", 1)[-1]
+    return f"{short}:{role}" if role else short
+
+
+def enrichment_chain(ctx: Context, *, start: str = "crawl_site") -> Signature:
+    """The steps one company goes through (a step the run's options rule out is left out),
+    from `start` on, the first given `ctx`."""
+    steps = [crawl_site.s(), search_web.s(), find_contacts.s(role="primary")]
     if contact_fallback_possible(ctx["options"]):
         steps.append(find_contacts.s(role="fallback"))
-    return chain(*steps, verify_emails.s(), record_item.s())
+    steps += [verify_emails.s(), record_item.s()]
+    names = [step_name(s.task, s.kwargs.get("role")) for s in steps]
+    rest = steps[names.index(start) :]
+    return chain(rest[0].clone(args=(ctx,)), *rest[1:])
+
+
+def resume_chain(step: str, ctx: Context) -> None:
+    """Send an item's work again from `step` with the context that step was given (its
+    checkpoint): what the reconciler does for an item whose message was lost."""
+    enrichment_chain(ctx, start=step).apply_async()
 
 
 @app.task(base=RunTask, bind=True, ignore_result=True, name="tasks.enrichment.start_run")

@@ -68,9 +68,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_consumer": "workers.dead_letters:DeadLetterConsumer",
         # `celery -A workers.app beat`: the periodic housekeeping (tasks.maintenance).
         "beat_schedule": {
-            "sweep-pipelines": {
-                "task": "tasks.maintenance.sweep_pipelines",
-                "schedule": settings.pipeline_sweep_s,
+            "reconcile": {
+                "task": "tasks.maintenance.reconcile",
+                "schedule": settings.reconcile_interval_s,
+                # a pass not started within an interval is overtaken by the next one
+                "options": {"expires": settings.reconcile_interval_s},
             },
         },
     }

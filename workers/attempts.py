@@ -16,6 +16,7 @@ import structlog
 from celery.signals import task_failure, task_prerun, task_retry
 
 from pipeline import runs
+from pipeline.errors import error_code
 
 log = structlog.get_logger(__name__)
 
@@ -28,7 +29,7 @@ def _item_id(args: Any, kwargs: dict[str, Any] | None) -> int | None:
 
 
 def _code(error: Any) -> str:
-    return str(getattr(error, "code", type(error).__name__))
+    return error_code(error) if isinstance(error, BaseException) else str(error)
 
 
 @task_prerun.connect

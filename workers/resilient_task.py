@@ -15,11 +15,24 @@
   returning the task's result, and a final `VendorError` returns that instead of failing
   (how an enrichment step annotates its context and lets the chain go on).
 
+- Our own database going away (`OperationalError`, `InterfaceError`) is not a failure of
+  the work: whatever the task was doing, it is retried on the policy's outage curve until
+  `DB_OUTAGE_MAX_S` into the outage, spending no attempt — the message is never acked as
+  done while its outcome cannot be written. Past that, Postgres still says the item is
+  open, and the reconciler re-drives it once the database is back.
+- A vendor or our own pacing asking us to slow down (`TenantRateExceededError`) is a pause:
+  the task comes back after what was asked plus jitter, spending no attempt, for up to
+  `RATE_LIMITED_MAX_S`.
+- `begin()` runs before the work: a subclass refuses a message whose subject is finished
+  or does not exist (`EnrichmentStep` marks its item's progress there); a refused message
+  does nothing — no vendor call, no write, its chain stopped.
+
 Attempt bookkeeping on run items is a separate concern: `workers.attempts`.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -27,11 +40,11 @@ from typing import Any, ClassVar, TypeVar
 
 import celery
 import structlog
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, Reject
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from pipeline import metrics
-from pipeline.errors import VendorError
+from pipeline.errors import InputError, TenantRateExceededError, VendorError, error_code
 from pipeline.resilience.guard import CallRecorder, vendor_guard
 from pipeline.resilience.retry import RetryPolicy
 from pipeline.settings import get_settings
@@ -39,6 +52,12 @@ from workers.deliveries import delivered_too_often
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+DATABASE_ERRORS = (OperationalError, InterfaceError)
+# Message headers a retry carries: when the database outage (or the pause) this task is
+# riding out began, and how many of its retries spent no attempt (outages and pauses).
+OUTAGE_SINCE = "x_outage_since"
+PAUSED_SINCE = "x_paused_since"
+FREE_RETRIES = "x_free_retries"
 
 
 class ResilientTask(celery.Task):
@@ -56,16 +75,29 @@ class ResilientTask(celery.Task):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if delivered_too_often(self, args, kwargs):  # a poison message: dead-lettered
-            # Stop here: returning would count as success and send a chain's next step.
-            self.request.chain = self.request.callbacks = None
-            raise Ignore()
+            self._stop_here()
         try:
+            if not self.request.called_directly and not self.begin(*args, **kwargs):
+                self._stop_here()
             return super().__call__(*args, **kwargs)
         except VendorError as exc:
             if self.give_up is None:
                 raise
             log.info("task.gave_up", error_code=exc.code, vendor=exc.vendor)
             return self.give_up(exc, *args, **kwargs)
+        except DATABASE_ERRORS as exc:  # tasks without autoretry, and begin(), land here
+            raise self.retry(exc=exc) from None
+
+    def begin(self, *args: Any, **kwargs: Any) -> bool:
+        """Called before the work with the task's arguments; False: do nothing (the subject
+        is finished or does not exist). Database errors here are retried as an outage."""
+        return True
+
+    def _stop_here(self) -> None:
+        """End this message without running it. Returning would count as success and send
+        a chain's next step, so the chain is dropped and the task ignored (acked)."""
+        self.request.chain = self.request.callbacks = None
+        raise Ignore()
 
     def retry(
         self,
@@ -79,24 +111,53 @@ class ResilientTask(celery.Task):
         **options: Any,
     ) -> Any:
         if exc is not None and countdown is None and eta is None:
-            attempt = self.request.retries + 1
-            delay = self.policy.delay_for(attempt, exc, key=self.request.id or "")
-            if delay is None:
-                final = self.policy.final_error(exc, attempt)
-                if final is exc:
-                    raise exc
-                raise final from exc
+            delay, max_retries, headers, attempt = self._next_try(exc)
             eta = datetime.now(UTC) + timedelta(seconds=delay)
-            max_retries = self.policy.max_attempts - 1
+            options["headers"] = headers
             metrics.count_retry(exc)
             log.info(
                 "task.retry",
-                attempt=attempt,
+                attempt=attempt,  # None: an outage or a pause, which spends no attempt
                 countdown_ms=round(delay * 1000),
                 eta=eta.isoformat(),
-                error_code=getattr(exc, "code", type(exc).__name__),
+                error_code=error_code(exc),
             )
         return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
+
+    def _next_try(self, exc: BaseException) -> tuple[float, int | None, dict[str, Any], int | None]:
+        """(delay, max_retries, headers, attempt) for retrying after `exc`; raises the final
+        error when the policy is done. Outages and pauses are free retries: they spend no
+        attempt of the vendor budget and carry when they began, so their own limits hold
+        across retries."""
+        request, now = self.request, time.time()
+        headers = dict(request.headers or {})
+        free = int(_header(request, FREE_RETRIES) or 0)
+        key = request.id or ""
+        if isinstance(exc, (*DATABASE_ERRORS, TenantRateExceededError)):
+            outage = isinstance(exc, DATABASE_ERRORS)
+            mark = OUTAGE_SINCE if outage else PAUSED_SINCE
+            since = float(_header(request, mark) or now)
+            if outage:
+                delay = self.policy.outage_delay(free + 1, now - since, key=key)
+            else:
+                wait = getattr(exc, "retry_after_s", None) or 1.0
+                delay = self.policy.pause_delay(wait, now - since, key=key)
+            if delay is None:
+                log.error("task.outlasted", error_code=error_code(exc), lasted_s=round(now - since))
+                raise exc
+            marks = {mark: f"{since:.3f}", FREE_RETRIES: str(free + 1)}
+            # Celery reads max_retries=None as "the task's default" (3): allow this one.
+            return delay, request.retries + 1, {**headers, **marks}, None
+        attempt = request.retries - free + 1
+        delay = self.policy.delay_for(attempt, exc, key=key)
+        if delay is None:
+            final = self.policy.final_error(exc, attempt)
+            if final is exc:
+                raise exc
+            raise final from exc
+        headers.pop(OUTAGE_SINCE, None)  # the database is back: a later outage starts afresh
+        headers.pop(PAUSED_SINCE, None)
+        return delay, self.policy.max_attempts - 1 + free, headers, attempt
 
     def call_vendor(
         self,
@@ -115,7 +176,29 @@ class ResilientTask(celery.Task):
 class RunTask(ResilientTask):
     """A task that works through a whole run (`task(run_id)`): if it fails for good in a
     way no reason covers, the run's open items are recorded `dead` with `STEP_ERROR:<code>`,
-    so the run still closes and nothing waits forever."""
+    so the run still closes and nothing waits forever.
+
+    As it starts it marks its run's open items as moving (the reconciler's evidence that
+    the run's message is not lost); a run with no open items — finished already, or none
+    such — is not worked on, and the log says which."""
+
+    def begin(self, *args: Any, **kwargs: Any) -> bool:
+        from pipeline import progress, runs
+
+        given = args[0] if args else kwargs.get("run_id")
+        try:
+            run_id = uuid.UUID(str(given))
+        except ValueError:
+            raise Reject(
+                InputError(f"{self.name}: not a run id: {given!r}"), requeue=False
+            ) from None
+        if progress.touch_open_items(run_id, self.name.rsplit(".", 1)[-1]):
+            return True
+        exists = runs.run_exists(run_id)
+        log.warning(
+            "run_task.refused", run_id=str(run_id), why="finished" if exists else "no such run"
+        )
+        return False
 
     def on_failure(self, exc: Any, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         from pipeline import runs
@@ -123,7 +206,7 @@ class RunTask(ResilientTask):
 
         if not args:
             return
-        code = getattr(exc, "code", type(exc).__name__)
+        code = error_code(exc)
         try:
             view = runs.get_run(uuid.UUID(str(args[0])))
             for item in view.items if view else []:
@@ -131,3 +214,8 @@ class RunTask(ResilientTask):
                     runs.finish_item(item.id, ItemStatus.DEAD, [f"STEP_ERROR:{code}"])
         except Exception as error:  # the database itself is gone: the DLQ (issue 5) takes over
             log.error("run.not_recorded_dead", run_id=str(args[0]), error=type(error).__name__)
+
+
+def _header(request: Any, name: str) -> Any:
+    """A custom message header: Celery puts it both on the request and in its headers."""
+    return getattr(request, name, None) or (request.headers or {}).get(name)

@@ -1,11 +1,12 @@
-"""Operations: `pipeline check`, `pipeline db upgrade`."""
+"""Operations: `pipeline check`, `pipeline db upgrade`, `pipeline reconcile`."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
-from pipeline.cli.common import EXIT_UNAVAILABLE, safe_url
+from pipeline.cli.common import EXIT_UNAVAILABLE, safe_url, tenant_id
 
 
 def register(sub: Any) -> None:
@@ -16,6 +17,14 @@ def register(sub: Any) -> None:
 
     check_cmd = sub.add_parser("check", help="validate settings and reach every dependency")
     check_cmd.set_defaults(run=check)
+
+    rec = sub.add_parser(
+        "reconcile",
+        help="one reconciler pass now: re-drive lost work, close finished runs, hand off stages",
+    )
+    rec.add_argument("--tenant", type=tenant_id, help="only this tenant's runs")
+    rec.add_argument("--json", action="store_true", help="print the report as JSON")
+    rec.set_defaults(run=reconcile)
 
 
 def db_upgrade(args: argparse.Namespace) -> int:
@@ -56,3 +65,24 @@ def check(args: argparse.Namespace) -> int:
         failures += 1
         print(f"FAIL  database {safe_url(settings.database_url)}: {type(exc).__name__}")
     return EXIT_UNAVAILABLE if failures else 0
+
+
+def reconcile(args: argparse.Namespace) -> int:
+    """What beat does every RECONCILE_INTERVAL_S, by hand (e.g. after an outage)."""
+    from pipeline.logs import configure_logging
+    from pipeline.settings import get_settings
+    from tasks.maintenance import reconciler
+
+    configure_logging("WARNING", json=get_settings().log_json)  # stderr: stdout is the report
+    report = reconciler().run(tenant_id=args.tenant)
+    if args.json:
+        print(json.dumps(report.as_dict(), sort_keys=True))
+    elif report.skipped:
+        print("another reconciler pass is running; nothing done")
+    else:
+        redriven = ", ".join(f"{k} {n}" for k, n in sorted(report.redriven.items())) or "none"
+        print(f"resets found: {', '.join(report.resets) or 'none'}")
+        print(f"re-driven: {redriven}")
+        print(f"dead-lettered as stalled: {report.stalled}")
+        print(f"runs closed: {report.runs_closed}; stage hand-offs made good: {report.handoffs}")
+    return 0

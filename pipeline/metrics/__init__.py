@@ -14,11 +14,12 @@ status, tenant ids (the one product dimension that grows) — never a run id, me
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from pipeline.breakers.events import BreakerTransition
+from pipeline.errors import error_code
 
 VENDOR_CALL_SECONDS = Histogram(
     "pipeline_vendor_call_duration_seconds",
@@ -56,6 +57,24 @@ DEGRADED_REASONS = Counter(
     ["kind", "code"],
 )
 
+ITEMS_REDRIVEN = Counter(
+    "pipeline_items_redriven",
+    "Open items the reconciler re-drove because their message was lost, by run kind.",
+    ["kind"],
+)
+# Written by the reconciler's pass, in whichever process ran it: the last pass is the truth.
+ITEMS_OVERDUE = Gauge(
+    "pipeline_items_overdue",
+    "Open items that had not moved for longer than their lease at the last reconciler pass.",
+    ["kind"],
+    multiprocess_mode="mostrecent",
+)
+RECONCILED_AT = Gauge(
+    "pipeline_reconciler_last_pass_timestamp_seconds",
+    "When the reconciler last finished a pass (Unix time): it should move every interval.",
+    multiprocess_mode="mostrecent",
+)
+
 # The definitions above plus the breaker-state gauge make up what the product exports.
 DEFINED = (
     VENDOR_CALL_SECONDS,
@@ -65,7 +84,11 @@ DEFINED = (
     DEAD_LETTERS,
     RUNS,
     DEGRADED_REASONS,
+    ITEMS_REDRIVEN,
+    ITEMS_OVERDUE,
+    RECONCILED_AT,
 )
+RUN_KINDS = ("enrichment", "crm_sync", "export")
 
 _CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
 
@@ -84,7 +107,7 @@ def observe_vendor_call(vendor: str, seconds: float, error_code: str | None) -> 
 
 def count_retry(error: BaseException) -> None:
     """A retry was scheduled for `error` (vendor '' for our own database dropping out)."""
-    RETRIES.labels(getattr(error, "vendor", "") or "", code_label(_code(error))).inc()
+    RETRIES.labels(getattr(error, "vendor", "") or "", code_label(error_code(error))).inc()
 
 
 def count_breaker_transition(event: BreakerTransition) -> None:
@@ -107,6 +130,12 @@ def count_closed_run(kind: str, outcome: str, item_reasons: Iterable[str]) -> No
             DEGRADED_REASONS.labels(kind, code_label(reason.split(":", 1)[0])).inc()
 
 
-def _code(error: BaseException) -> str:
-    code = getattr(error, "code", None)
-    return code if isinstance(code, str) else type(error).__name__
+def record_reconcile(
+    redriven: Mapping[str, int], overdue: Mapping[str, int], finished_at: float
+) -> None:
+    """A reconciler pass finished at `finished_at`: what it re-drove and found overdue."""
+    for kind in RUN_KINDS:
+        if redriven.get(kind):
+            ITEMS_REDRIVEN.labels(kind).inc(redriven[kind])
+        ITEMS_OVERDUE.labels(kind).set(overdue.get(kind, 0))
+    RECONCILED_AT.set(finished_at)

@@ -44,6 +44,10 @@ class RetryPolicy:
         base_delay_ms: int,
         max_delay_ms: int,
         retry_after_cap_s: float,
+        outage_base_delay_ms: int = 1000,
+        outage_max_delay_ms: int = 30000,
+        outage_max_s: float = 600.0,
+        paused_max_s: float = 3600.0,
         seed: int | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -51,6 +55,10 @@ class RetryPolicy:
         self.base_delay_s = base_delay_ms / 1000.0
         self.max_delay_s = max_delay_ms / 1000.0
         self.retry_after_cap_s = retry_after_cap_s
+        self.outage_base_delay_s = outage_base_delay_ms / 1000.0
+        self.outage_max_delay_s = outage_max_delay_ms / 1000.0
+        self.outage_max_s = outage_max_s
+        self.paused_max_s = paused_max_s
         self.seed = seed
         self._rng = rng or random.SystemRandom()
 
@@ -61,6 +69,10 @@ class RetryPolicy:
             base_delay_ms=settings.retry_base_delay_ms,
             max_delay_ms=settings.retry_max_delay_ms,
             retry_after_cap_s=settings.retry_after_cap_s,
+            outage_base_delay_ms=settings.db_retry_base_delay_ms,
+            outage_max_delay_ms=settings.db_retry_max_delay_ms,
+            outage_max_s=settings.db_outage_max_s,
+            paused_max_s=settings.rate_limited_max_s,
             seed=settings.retry_jitter_seed,
             **kw,
         )
@@ -86,6 +98,34 @@ class RetryPolicy:
         if isinstance(error, VendorRateLimitError) and error.retry_after_s is not None:
             delay = max(delay, error.retry_after_s)
         return round(delay, 3)
+
+    def outage_delay(self, attempt: int, outage_s: float, *, key: str = "") -> float | None:
+        """Seconds to wait before trying again while our own database is away, `outage_s`
+        into the outage (None: it has lasted DB_OUTAGE_MAX_S — give up). Backoff doubles
+        from DB_RETRY_BASE_DELAY_MS up to DB_RETRY_MAX_DELAY_MS, jittered within the upper
+        half of that cap: every wait is real (unlike full jitter's near-zero draws), so a
+        task's attempts span the whole outage it is allowed to outlast, and many tasks
+        that lost the database together do not all come back together."""
+        if outage_s >= self.outage_max_s:
+            return None
+        cap = min(self.outage_max_delay_s, self.outage_base_delay_s * 2 ** (attempt - 1))
+        delay = self._rng_for(key, f"outage:{attempt}").uniform(cap / 2, cap)
+        return round(min(delay, self.outage_max_s - outage_s + cap / 2), 3)
+
+    def pause_delay(self, retry_after_s: float, paused_s: float, *, key: str = "") -> float | None:
+        """Seconds to step aside for a vendor (or our own pacing) that asked us to slow down,
+        `paused_s` into the pause (None: paused for RATE_LIMITED_MAX_S — give up). A pause
+        spends no attempt; it waits what was asked plus a little jitter (up to a fifth more,
+        at least 50 ms), so callers told the same Retry-After do not come back in one burst."""
+        if paused_s >= self.paused_max_s:
+            return None
+        wait = max(retry_after_s, 0.0)
+        jitter = self._rng_for(key, f"pause:{paused_s:.3f}").uniform(0.05, max(0.05, wait / 5))
+        return round(wait + jitter, 3)
+
+    def _rng_for(self, key: str, salt: str) -> random.Random:
+        seeded = self.seed is not None and key
+        return random.Random(f"{self.seed}:{key}:{salt}") if seeded else self._rng
 
     def retrying(self, *, sleep: Callable[[float], None] = time.sleep, key: str = "") -> Any:
         """A tenacity `Retrying` that follows this policy (re-raises the last error)."""

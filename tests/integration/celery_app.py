@@ -14,7 +14,12 @@ import requests
 import structlog
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 
-from pipeline.errors import VendorClientError, VendorError, raise_for_vendor
+from pipeline.errors import (
+    TenantRateExceededError,
+    VendorClientError,
+    VendorError,
+    raise_for_vendor,
+)
 from pipeline.settings import get_settings
 from tests.support.processes import wait_until
 from workers.app import app
@@ -85,3 +90,13 @@ def kill_own_process(self: ResilientTask, *, tenant_id: int) -> None:
 def reject(self: ResilientTask, *, tenant_id: int) -> None:
     """Refuses its message for good, as a task that finds it can never succeed would."""
     raise Reject(VendorClientError("nothing to do with this", vendor="crawler"), requeue=False)
+
+
+@app.task(base=ResilientTask, bind=True, name="tests.held_back")
+def held_back(self: ResilientTask, counter: str, *, times: int, wait_s: float) -> int:
+    """Held back `times` times by a rate limit (as pacing or a 429 would), then done."""
+    client = redis.Redis.from_url(get_settings().redis_url)
+    seen = int(client.incr(counter))
+    if seen <= times:
+        raise TenantRateExceededError("slow down", vendor="crm", retry_after_s=wait_s)
+    return seen

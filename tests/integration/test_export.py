@@ -142,9 +142,10 @@ def test_a_repeated_delivery_of_a_finished_export_does_not_touch_the_erp(
     export = finished(enqueue_export(tenant, run_id=source.run.id))
     calls = simulator.stats()["calls"]["erp"][str(tenant)]
     again = celery_app.send_task("tasks.export.export_run", args=[str(export.run.id)])
+    refusal = f'"run_id": "{export.run.id}", "why": "finished", "event": "run_task.refused"'
     wait_until(
-        lambda: f"tasks.export.export_run[{again.id}] succeeded" in worker.log_text(),
-        what="the repeated delivery to finish",
+        lambda: refusal in worker.log_text() and f"[{again.id}] ignored" in worker.log_text(),
+        what="the repeated delivery to be refused",
     )
     assert simulator.stats()["calls"]["erp"][str(tenant)] == calls, "no login, no write"
     assert finished(export.run.id).run.status == "succeeded" and not export.run.export_disabled

@@ -202,3 +202,16 @@ def test_retry_after_is_waited_out(
     assert retry["countdown_ms"] >= 1000
     first, second = stub.hits(f"slow-down-{tenant}")
     assert second - first >= 1.0
+
+
+def test_a_rate_limit_pause_spends_no_attempt(celery_app: Any, worker: Worker) -> None:
+    """Held back five times — more than RETRY_MAX_ATTEMPTS — by a limit that asks for
+    50 ms: each time it comes back after that plus a little jitter, and succeeds."""
+    counter = f"held-back:{uuid.uuid4().hex}"
+    result = celery_app.send_task(
+        "tests.held_back", args=[counter], kwargs={"times": 5, "wait_s": 0.05}
+    )
+    assert result.get(timeout=30) == 6
+    retries = log_events(worker, "task.retry", result.id)
+    assert len(retries) == 5 and all(r["attempt"] is None for r in retries), retries
+    assert all(50 <= r["countdown_ms"] <= 250 for r in retries), retries

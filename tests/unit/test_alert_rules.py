@@ -17,7 +17,13 @@ from pipeline.breakers.events import BreakerTransition
 from pipeline.metrics import breaker_state
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
-WANTED_ALERTS = {"PipelineBreakerOpen", "PipelineDeadLettersGrowing", "PipelineVendorErrorRateHigh"}
+WANTED_ALERTS = {
+    "PipelineBreakerOpen",
+    "PipelineDeadLettersGrowing",
+    "PipelineVendorErrorRateHigh",
+    "PipelineItemsStuck",
+    "PipelineReconcilerNotRunning",
+}
 PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right"}
 PROMQL_KEYWORDS |= {"and", "or", "unless", "bool", "offset", "inf", "nan"}
 
@@ -30,6 +36,7 @@ def exported_series() -> dict[str, set[str]]:
     metrics.count_breaker_transition(BreakerTransition(1, "v", "closed", "open", datetime.now(UTC)))
     metrics.count_dead_letter("t")
     metrics.count_closed_run("enrichment", "degraded", ["CRAWL_THIN"])
+    metrics.record_reconcile({"enrichment": 1}, {"export": 2}, 1_700_000_000.0)
     registry = CollectorRegistry()
     for collector in metrics.DEFINED:
         registry.register(collector)

@@ -389,3 +389,53 @@ def test_from_settings_reads_jitter_seed(clean_env: pytest.MonkeyPatch) -> None:
     assert policy.delay_for(2, server_error(), key="k") == make_policy(seed=5).delay_for(
         2, server_error(), key="k"
     )
+
+
+# -- our own database going away, and pauses ---------------------------------------------------
+
+
+def outage_policy(rng: random.Random | None = None, seed: int | None = None) -> RetryPolicy:
+    return RetryPolicy(
+        max_attempts=3,
+        base_delay_ms=250,
+        max_delay_ms=4000,
+        retry_after_cap_s=120.0,
+        outage_base_delay_ms=1000,
+        outage_max_delay_ms=30000,
+        outage_max_s=600.0,
+        paused_max_s=3600.0,
+        rng=rng,
+        seed=seed,
+    )
+
+
+def test_outage_waits_double_up_to_the_cap_and_are_never_near_zero() -> None:
+    low, high = outage_policy(LowerBoundRandom()), outage_policy(UpperBoundRandom())
+    assert [low.outage_delay(n, 0.0) for n in (1, 2, 3, 6, 12)] == [0.5, 1.0, 2.0, 15.0, 15.0]
+    assert [high.outage_delay(n, 0.0) for n in (1, 2, 3, 6, 12)] == [1.0, 2.0, 4.0, 30.0, 30.0]
+
+
+def test_outage_retries_span_the_whole_budget_then_stop() -> None:
+    """Even at the bottom of every jitter range, a task keeps trying for DB_OUTAGE_MAX_S."""
+    policy = outage_policy(LowerBoundRandom())
+    elapsed, attempt = 0.0, 1
+    while (delay := policy.outage_delay(attempt, elapsed)) is not None:
+        elapsed, attempt = elapsed + delay, attempt + 1
+    assert 600.0 <= elapsed < 600.0 + 30.0
+    assert policy.outage_delay(1, 600.0) is None
+
+
+def test_outage_jitter_is_reproducible_per_task_when_seeded() -> None:
+    one, two = outage_policy(seed=5), outage_policy(seed=5)
+    assert one.outage_delay(3, 10.0, key="t1") == two.outage_delay(3, 10.0, key="t1")
+    spread = {one.outage_delay(3, 10.0, key=f"t{i}") for i in range(20)}
+    assert len(spread) > 10 and all(2.0 <= d <= 4.0 for d in spread if d is not None)
+
+
+def test_a_pause_waits_what_was_asked_plus_a_little_jitter_until_its_limit() -> None:
+    policy = outage_policy(seed=9)
+    waits = [policy.pause_delay(2.0, 0.0, key=f"t{i}") for i in range(50)]
+    assert all(w is not None and 2.05 <= w <= 2.4 for w in waits)
+    assert len(set(waits)) > 25, "callers told the same Retry-After come back spread out"
+    assert policy.pause_delay(0.0, 0.0, key="t") >= 0.05
+    assert policy.pause_delay(2.0, 3600.0) is None

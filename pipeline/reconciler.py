@@ -1,0 +1,221 @@
+"""The reconciler: Postgres says what should be happening; make the broker agree.
+
+Run by beat every `RECONCILE_INTERVAL_S` (`tasks.maintenance.reconcile`) and by hand
+(`pipeline reconcile`). One pass, under a lock so that two never overlap:
+
+1. **Resets** — a Redis that restarted empty lost every message it held; open items that
+   last moved before it was found so are re-driven at once (`pipeline.reconciler_marks`).
+2. **Lost messages** — an open item that has not moved for its kind's lease
+   (`RECONCILE_LEASE_S`), although its queue has been seen empty since it last moved, lost
+   its message (a killed worker's unacked message, a dropped publish, anything): it is
+   re-driven from its last durable step (`pipeline.progress`). The queue condition keeps
+   work that is merely waiting behind a long queue from being sent twice; the lease
+   outlasts a step's time limit plus its longest countdown, so running and delayed work is
+   never taken for lost. Re-driving is idempotent because every step is.
+3. **Give up** — an item re-driven `RECONCILE_MAX_REDRIVES` times is dead-lettered as
+   `stalled`, with its history; its run closes, and `pipeline dlq replay` can try again.
+4. **Runs** — an open run whose items are all finished is closed; stage hand-offs that a
+   crash or a down broker lost are made good (`pipeline.stages.sweep_pipelines`).
+
+What it sends goes through `Dispatch`, and what it sees of the broker through
+`BrokerView`: both given by the adapter that runs it (`tasks.maintenance`), so this core
+knows no Celery.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import structlog
+from sqlalchemy import exists, select, text
+
+from pipeline import dead_letters, metrics, progress, runs, stages
+from pipeline.db.engine import engine_for, session_scope
+from pipeline.db.models import OPEN_ITEM_STATUSES, Run, RunItem, RunKind, RunStatus, utcnow
+from pipeline.reconciler_marks import RedisEpoch, marks, write_mark
+from pipeline.settings import Settings
+
+log = structlog.get_logger(__name__)
+BATCH = 2000  # quiet items looked at per pass; the next pass takes the rest
+LOCK_KEY = 0x70697065  # pg advisory lock: one reconciler pass at a time, cluster-wide
+
+
+class BrokerView(Protocol):
+    def queue_of(self, kind: str) -> str:
+        """The queue a run kind's messages travel on."""
+
+    def depth(self, queue: str) -> int | None:
+        """Messages waiting on `queue` (None: the broker cannot be asked now)."""
+
+    def epochs(self) -> list[RedisEpoch]:
+        """The epoch of each Redis the product depends on (none for other brokers)."""
+
+
+class Dispatch(Protocol):
+    def resume(self, item: progress.OpenItem) -> None:
+        """Send an enrichment item's work again from its checkpoint step."""
+
+    def resend_run(self, kind: str, run_id: uuid.UUID) -> None:
+        """Send a run's task again (it works through the run's open items)."""
+
+
+@dataclass
+class ReconcileReport:
+    skipped: bool = False  # another pass held the lock
+    resets: list[str] = field(default_factory=list)
+    redriven: Counter[str] = field(default_factory=Counter)  # by kind
+    stalled: int = 0  # dead-lettered after too many re-drives
+    overdue: Counter[str] = field(default_factory=Counter)  # past their lease, by kind
+    runs_closed: int = 0
+    handoffs: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "skipped": self.skipped,
+            "resets": self.resets,
+            "redriven": dict(self.redriven),
+            "stalled": self.stalled,
+            "overdue": dict(self.overdue),
+            "runs_closed": self.runs_closed,
+            "handoffs": self.handoffs,
+        }
+
+
+class Reconciler:
+    def __init__(self, settings: Settings, broker: BrokerView, dispatch: Dispatch) -> None:
+        self.settings, self.broker, self.dispatch = settings, broker, dispatch
+
+    def run(self, *, now: datetime | None = None, tenant_id: int | None = None) -> ReconcileReport:
+        report = ReconcileReport()
+        with pass_lock(self.settings.database_url) as held:
+            if not held:
+                report.skipped = True
+                return report
+            now = now or utcnow()
+            report.resets = [e.name for e in self.broker.epochs() if e.check(now) is not None]
+            self._redrive(now, tenant_id, report)
+            report.runs_closed = close_finished_runs(now, tenant_id=tenant_id)
+            report.handoffs = stages.sweep_pipelines(
+                now=now,
+                tenant_id=tenant_id,
+                grace_s=max(2.0, 2 * self.settings.reconcile_interval_s),
+            )
+        metrics.record_reconcile(report.redriven, report.overdue, now.timestamp())
+        log.info("reconciler.pass", **report.as_dict())
+        return report
+
+    # -- lost messages ---------------------------------------------------------------------
+
+    def _redrive(self, now: datetime, tenant_id: int | None, report: ReconcileReport) -> None:
+        drained = self._observe_queues(now)
+        reset_at = self._last_reset()
+        shortest = min(self.settings.lease_s(kind) for kind in RunKind)
+        before = now - timedelta(seconds=shortest)
+        if reset_at is not None:
+            before = max(before, reset_at)
+        runs_to_resend: dict[uuid.UUID, str] = {}
+        for item in progress.quiet_items(before, tenant_id=tenant_id, limit=BATCH):
+            overdue = now - item.progress_at > timedelta(seconds=self.settings.lease_s(item.kind))
+            report.overdue[item.kind] += overdue
+            why = self._why_lost(item, overdue, drained, reset_at)
+            if why is None:
+                continue
+            if item.redrives >= self.settings.reconcile_max_redrives:
+                self._give_up(item, now)
+                report.stalled += 1
+                continue
+            event = {"event": "redriven", "why": why, "step": item.step}
+            resume = item.kind == RunKind.ENRICHMENT and bool(item.step and item.checkpoint)
+            if not progress.claim_redrive(item, event, to_pending=not resume):
+                continue  # it moved meanwhile, or another pass took it
+            report.redriven[item.kind] += 1
+            if resume:
+                self.dispatch.resume(item)
+            else:
+                runs_to_resend[item.run_id] = item.kind
+        for run_id, kind in runs_to_resend.items():
+            self.dispatch.resend_run(kind, run_id)
+
+    def _why_lost(
+        self,
+        item: progress.OpenItem,
+        overdue: bool,
+        drained: dict[str, datetime],
+        reset_at: datetime | None,
+    ) -> str | None:
+        if reset_at is not None and item.progress_at < reset_at:
+            return "redis_reset"
+        seen_empty = drained.get(self.broker.queue_of(item.kind))
+        if overdue and seen_empty is not None and seen_empty > item.progress_at:
+            return "lease"
+        return None
+
+    def _observe_queues(self, now: datetime) -> dict[str, datetime]:
+        """When each queue was last seen empty (now, for those empty now)."""
+        for queue in {self.broker.queue_of(kind) for kind in RunKind}:
+            if self.broker.depth(queue) == 0:
+                write_mark(f"drained:{queue}", at=now)
+        return {name: mark.at for name, mark in marks("drained:").items()}
+
+    @staticmethod
+    def _last_reset() -> datetime | None:
+        found = [mark.at for mark in marks("reset:").values()]
+        return max(found) if found else None
+
+    def _give_up(self, item: progress.OpenItem, now: datetime) -> None:
+        quiet_s = round((now - item.progress_at).total_seconds())
+        dead_letters.record(
+            task_id=f"stalled:{item.id}:{item.redrives}",
+            task_name=f"stalled:{item.kind}",
+            args=[],
+            kwargs={"run_id": str(item.run_id), "item_id": item.id, "tenant_id": item.tenant_id},
+            path="stalled",
+            error_code="STALLED",
+            message=(
+                f"no progress for {quiet_s}s after {item.redrives} re-drives "
+                f"(last step: {item.step or item.status})"
+            ),
+            attempts=item.redrives + 1,
+            options={"history": item.history, "step": item.step},
+        )
+
+
+def close_finished_runs(now: datetime, *, tenant_id: int | None = None) -> int:
+    """Close open runs none of whose items is open any more (their latch missed a count)."""
+    open_item = exists().where(RunItem.run_id == Run.id, RunItem.status.in_(OPEN_ITEM_STATUSES))
+    query = select(Run.id).where(
+        Run.status.in_((RunStatus.PENDING, RunStatus.RUNNING)),
+        Run.created_at < now - timedelta(seconds=30),
+        ~open_item,
+    )
+    if tenant_id is not None:
+        query = query.where(Run.tenant_id == tenant_id)
+    with session_scope() as session:
+        finished = list(session.scalars(query))
+    closed = sum(1 for run_id in finished if runs.close_finished(run_id))
+    if closed:
+        log.warning("reconciler.runs_closed", runs=closed)
+    return closed
+
+
+@contextmanager
+def pass_lock(database_url: str) -> Iterator[bool]:
+    """One pass at a time: a Postgres advisory lock held on its own connection (freed if the
+    holder dies); SQLite (the embedded single process) needs none."""
+    if not database_url.startswith("postgresql"):
+        yield True
+        return
+    engine = engine_for(database_url).execution_options(isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        held = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}).scalar())
+        try:
+            yield held
+        finally:
+            if held:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
