@@ -101,9 +101,10 @@ class Lease:
     def lost(self) -> bool:
         """The lease was held and can no longer be vouched for."""
         with self._mutex:
-            if self._lost_because is None and self._held and self._clock() >= self._valid_until:
-                self._lost_because = "not renewed within its TTL (Redis unreachable)"
-            return self._lost_because is not None
+            lapsed = self._held and self._clock() >= self._valid_until
+        if lapsed:
+            self._lose("not renewed within its TTL (Redis unreachable, or this process stalled)")
+        return self._lost_because is not None
 
     def check(self) -> None:
         """Raise `LeaseLostError` (naming the lease and why) if the lease was lost."""
@@ -124,8 +125,9 @@ class Lease:
 
     def _lose(self, why: str) -> None:
         with self._mutex:
-            if self._lost_because is None:
-                self._lost_because = why
+            if self._lost_because is not None:
+                return
+            self._lost_because = why
         log.warning("lease.lost", lease=self.name, reason=why)
 
 
