@@ -5,6 +5,12 @@ key in listings) + `_` + 256 random bits. Only its SHA-256 is stored, so the tab
 backup, a leaked dump — holds nothing that opens the API; the key is shown once, when made.
 A tenant key acts for one tenant; an admin key for all of them. A revoked key stays in the
 table (who had access, and until when) but opens nothing.
+
+A key that authenticated is remembered in this process for `API_KEY_CACHE_S` (`KeyCache`,
+by its SHA-256, never the key), so the API keeps answering the keys it saw recently while
+Postgres is down — `/health/dependencies` above all, which must be able to say so. The
+price: a revocation takes effect within `API_KEY_CACHE_S`, not at once. A key not seen
+recently, while Postgres is unreachable, is `DependencyUnavailableError` (503), never a 500.
 """
 
 from __future__ import annotations
@@ -12,17 +18,29 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+import sqlalchemy.exc
 from sqlalchemy import select, update
 
 from pipeline.db.engine import session_scope
 from pipeline.db.models import ApiKey, utcnow
-from pipeline.errors import InputError, NotFoundError
+from pipeline.errors import DependencyUnavailableError, InputError, NotFoundError
+from pipeline.settings import get_settings
 
 KEY_TAG = "pk_"
 PREFIX_LENGTH = len(KEY_TAG) + 12
+# Postgres unreachable (or its pool exhausted): the answer is 503, not a 500.
+_DATABASE_DOWN = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+)
 
 
 @dataclass(frozen=True)
@@ -80,20 +98,89 @@ def create_api_key(
         return key, _summary(row)
 
 
-def authenticate(presented: str | None) -> ApiKeySummary | None:
+class KeyCache:
+    """Successful authentications, remembered for `ttl_s` (default: `API_KEY_CACHE_S`, read
+    at each use; 0 remembers nothing) by the key's SHA-256 — never the key itself.
+
+    Bounded: past `max_keys` the least recently used is forgotten (it is asked of Postgres
+    again next time). Only successes are kept: an unknown or revoked key always asks
+    Postgres. `clock` (monotonic seconds) lets a test move time. Thread-safe: the API runs
+    its dependencies in a thread pool.
+    """
+
+    def __init__(
+        self,
+        *,
+        ttl_s: float | None = None,
+        max_keys: int = 4096,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ttl_s = ttl_s
+        self._max_keys = max_keys
+        self._clock = clock
+        self._mutex = threading.Lock()
+        self._seen: OrderedDict[str, tuple[float, ApiKeySummary]] = OrderedDict()
+
+    @property
+    def ttl_s(self) -> float:
+        return get_settings().api_key_cache_s if self._ttl_s is None else self._ttl_s
+
+    def get(self, digest: str) -> ApiKeySummary | None:
+        with self._mutex:
+            found = self._seen.get(digest)
+            if found is None:
+                return None
+            if self._clock() - found[0] >= self.ttl_s:
+                del self._seen[digest]
+                return None
+            self._seen.move_to_end(digest)
+            return found[1]
+
+    def put(self, digest: str, summary: ApiKeySummary) -> None:
+        if self.ttl_s <= 0:
+            return
+        with self._mutex:
+            self._seen[digest] = (self._clock(), summary)
+            self._seen.move_to_end(digest)
+            while len(self._seen) > self._max_keys:
+                self._seen.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+def authenticate(presented: str | None, *, cache: KeyCache | None = None) -> ApiKeySummary | None:
     """The live key `presented` is, or None. The row is found by the key's prefix; the hash
-    is then compared in constant time, so response times say nothing about a guess."""
+    is then compared in constant time, so response times say nothing about a guess.
+
+    With `cache`, a key that authenticated within its TTL is answered from it, without
+    Postgres (see the module's docstring). Postgres unreachable for a key not in the cache:
+    `DependencyUnavailableError`.
+    """
     if not presented or not presented.startswith(KEY_TAG) or len(presented) > 200:
         return None
     digest = _digest(presented)
-    with session_scope() as session:
-        rows = session.scalars(
-            select(ApiKey).where(
-                ApiKey.prefix == presented[:PREFIX_LENGTH], ApiKey.revoked_at.is_(None)
-            )
-        ).all()
+    if cache is not None and (remembered := cache.get(digest)) is not None:
+        return remembered
+    try:
+        with session_scope() as session:
+            rows = session.scalars(
+                select(ApiKey).where(
+                    ApiKey.prefix == presented[:PREFIX_LENGTH], ApiKey.revoked_at.is_(None)
+                )
+            ).all()
+    except _DATABASE_DOWN as exc:
+        raise DependencyUnavailableError(
+            f"the database is unreachable ({type(exc).__name__}) and this API key was not "
+            "used recently, so it cannot be checked; try again shortly"
+        ) from None
     matches = [row for row in rows if hmac.compare_digest(row.key_hash, digest)]
-    return _summary(matches[0]) if matches else None
+    if not matches:
+        return None
+    summary = _summary(matches[0])
+    if cache is not None:
+        cache.put(digest, summary)
+    return summary
 
 
 def list_api_keys(tenant_id: int | None = None) -> list[ApiKeySummary]:
@@ -105,7 +192,8 @@ def list_api_keys(tenant_id: int | None = None) -> list[ApiKeySummary]:
 
 
 def revoke_api_key(key_id: int) -> ApiKeySummary:
-    """Revoke a key at once (its next request gets 401). Revoking twice keeps the first time."""
+    """Revoke a key: its next request gets 401 once the API processes' `KeyCache` forgets
+    it (within `API_KEY_CACHE_S`). Revoking twice keeps the first time."""
     with session_scope() as session:
         session.execute(
             update(ApiKey)

@@ -59,6 +59,15 @@ class DependencyUnavailableError(PipelineError):
     http_status = 503
 
 
+class LeaseLostError(PipelineError):
+    """A lease this process held can no longer be vouched for (its token is gone, or it
+    could not be renewed within its TTL): another holder may be working now, so stop before
+    the next step and come back later (`pipeline.resilience.lease`)."""
+
+    code = "LEASE_LOST"
+    http_status = 503
+
+
 class UnauthorizedError(PipelineError):
     """No API key, or one we do not know (or revoked). The message never echoes the key."""
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import LockError
+from redis.exceptions import LockError, LockNotOwnedError
 
 _LUA = Path(__file__).parent / "resilience" / "lua"
 
@@ -74,8 +74,10 @@ class MemoryRedis:
 
         return run
 
-    def lock(self, name: str, *, timeout: float, blocking: bool = False) -> MemoryLock:
-        return MemoryLock(self, name, timeout)
+    def lock(
+        self, name: str, *, timeout: float, blocking: bool = False, thread_local: bool = True
+    ) -> MemoryLock:
+        return MemoryLock(self, name, timeout)  # one token per lock, whatever the thread
 
     # -- the scripts' twins (see each .lua file for the contract) ------------------------------
 
@@ -122,8 +124,8 @@ class MemoryRedis:
 
 
 class MemoryLock:
-    """redis-py's `Lock`, as far as we use it: acquire without blocking, release if owned,
-    expiry after `timeout` seconds."""
+    """redis-py's `Lock`, as far as we use it: acquire without blocking, reacquire (reset
+    the expiry) and release if owned, expiry after `timeout` seconds."""
 
     def __init__(self, store: MemoryRedis, name: str, timeout: float) -> None:
         self._store, self._name, self._timeout = store, name, timeout
@@ -131,6 +133,12 @@ class MemoryLock:
 
     def acquire(self) -> bool:
         return self._store.set(self._name, self._token, nx=True, px=int(self._timeout * 1000))
+
+    def reacquire(self) -> bool:
+        with self._store._mutex:
+            if self._store.get(self._name) != self._token:
+                raise LockNotOwnedError("cannot reacquire a lock that is no longer owned")
+            return self._store.set(self._name, self._token, px=int(self._timeout * 1000))
 
     def release(self) -> None:
         with self._store._mutex:

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     task_time_limit_s: int = Field(default=300, gt=0)
     # A message whose worker process dies this many times is dead-lettered, not run again.
     task_max_deliveries: int = Field(default=3, ge=1)
+    # A lease (one export per tenant; pipeline.resilience.lease) lives this long unless its
+    # holder's heartbeat renews it (every third of it): a killed holder's frees itself in
+    # seconds. Above 3 x REDIS_SOCKET_TIMEOUT_S, so two renewals can fail before it lapses.
+    lease_ttl_s: float = Field(default=15.0, gt=0)
+
     # The reconciler (pipeline.reconciler), run by beat every RECONCILE_INTERVAL_S and by
     # `pipeline reconcile`: an open item that has not moved for its kind's lease, although
     # its queue was seen empty meanwhile, is re-driven from its last durable step; one
@@ -173,6 +178,10 @@ class Settings(BaseSettings):
     health_probe_timeout_s: float = Field(default=1.0, gt=0)
     health_worker_seen_s: float = Field(default=60.0, gt=0)
     health_vendor_open_share: float = Field(default=0.5, gt=0, le=1)
+    # A key that authenticated is trusted this long without asking Postgres again (so the
+    # API answers, /health/dependencies included, while Postgres is down); a revocation
+    # takes effect within it. 0: ask Postgres every time.
+    api_key_cache_s: float = Field(default=60.0, ge=0)
 
     @field_validator(
         "cb_global_exempt_vendors", "export_strippable_fields", "healing_off", mode="before"
@@ -246,6 +255,13 @@ class Settings(BaseSettings):
             )
         # A late-acked task held as an ETA message past the visibility timeout is
         # redelivered and runs twice; the longest countdown plus a full run must fit.
+        if self.lease_ttl_s <= 3 * self.redis_socket_timeout_s:
+            raise ValueError(
+                f"LEASE_TTL_S={self.lease_ttl_s} must exceed 3 x REDIS_SOCKET_TIMEOUT_S "
+                f"({3 * self.redis_socket_timeout_s:g}s): a lease is renewed every third of its "
+                "TTL, and a renewal Redis does not answer takes a socket timeout; below that, "
+                "one slow renewal lets the lease lapse while its holder works"
+            )
         longest_call = self.http_connect_timeout_s + self.http_read_timeout_s
         if self.cb_probe_lease_s <= longest_call:
             raise ValueError(

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import Any
 
 import redis
 import structlog
-from redis.exceptions import LockError
 
 from pipeline import runs
 from pipeline.companies import companies_by_id, contacts_of
@@ -26,6 +25,7 @@ from pipeline.credentials import get_credential
 from pipeline.db.models import ItemStatus
 from pipeline.errors import (
     CircuitOpenError,
+    LeaseLostError,
     PipelineError,
     RetriesExhaustedError,
     VendorAuthError,
@@ -33,6 +33,7 @@ from pipeline.errors import (
 )
 from pipeline.redis_client import redis_for
 from pipeline.resilience.guard import vendor_guard
+from pipeline.resilience.lease import Lease, renewed
 from pipeline.resilience.retry import RetryPolicy
 from pipeline.settings import get_settings
 from pipeline.vendors.erp import ErpClient, ErpDatabaseMissingError, ErpFieldRejectedError, Guarded
@@ -130,15 +131,25 @@ def export_run(self: ResilientTask, run_id: str) -> int:
     if view is None:
         return 0
     tenant = view.run.tenant_id
-    with tenant_lease(tenant) as held:
-        if not held:  # another export for this tenant is writing: come back, never race it
+    # Busy: back within a third of a lease's TTL at most, so a dead holder's lease (which
+    # lapses within one TTL) is taken soon after it frees, not a fixed interval later.
+    come_back_s = min(LEASE_RETRY_S, get_settings().lease_ttl_s / 3)
+    with tenant_lease(tenant) as lease:
+        if lease is None:  # another export for this tenant is writing: come back, never race it
             log.info("export.waits_for_lease", run_id=run_id)
-            export_run.apply_async((run_id,), countdown=LEASE_RETRY_S)
+            export_run.apply_async((run_id,), countdown=come_back_s)
             return 0
-        return _export(self.policy, run_id, tenant, view.items)
+        try:
+            return _export(self.policy, run_id, tenant, view.items, lease)
+        except LeaseLostError as lost:  # someone may hold it now: what is left, later
+            log.warning("export.lease_lost", run_id=run_id, reason=lost.details.get("reason"))
+            export_run.apply_async((run_id,), countdown=come_back_s)
+            return 0
 
 
-def _export(policy: RetryPolicy, run_id: str, tenant: int, items: list[Any]) -> int:
+def _export(
+    policy: RetryPolicy, run_id: str, tenant: int, items: list[Any], lease: Lease | Unleased
+) -> int:
     open_items = [i for i in items if i.status not in runs.TERMINAL]
     if not open_items:  # a repeated delivery of a finished export: nothing to write
         return 0
@@ -158,6 +169,7 @@ def _export(policy: RetryPolicy, run_id: str, tenant: int, items: list[Any]) -> 
             runs.finish_item(item.id, ItemStatus.FAILED, ["SOURCE_MISSING:company"])
             continue
         emails = [c.email for c in contacts_of(company_id) if c.email_status == "valid"]
+        lease.check()  # never write beside another export of this tenant
         try:
             reasons = export_one(client, policy, partner_vals(tenant, company, emails), stripped)
         except ErpFieldRejectedError as exc:
@@ -173,30 +185,48 @@ def _export(policy: RetryPolicy, run_id: str, tenant: int, items: list[Any]) -> 
     return len(open_items)
 
 
+class Unleased:
+    """Stands in for the lease when Redis could not be asked: nothing to lose, nothing to
+    check."""
+
+    lost = False
+
+    def check(self) -> None:
+        return None
+
+
 @contextmanager
-def tenant_lease(tenant_id: int) -> Iterator[bool]:
+def tenant_lease(tenant_id: int) -> Iterator[Lease | Unleased | None]:
     """One export per tenant at a time: two writing at once could both miss a partner in
-    `find_partner` and both create it. A redis-py `Lock` (token-checked release) that
-    expires after the task's time limit, so a killed worker's lease frees itself. If Redis
-    is unreachable the export goes on unleased rather than stop."""
+    `find_partner` and both create it. Yields the held lease (check it before each write:
+    `LeaseLostError` once it is lost), or None while another export holds it.
+
+    The lease lives `LEASE_TTL_S` and a heartbeat renews it (`pipeline.resilience.lease`), so
+    a killed worker's lease frees itself within seconds, not after `TASK_TIME_LIMIT_S`.
+
+    If Redis is unreachable when acquiring, the export goes on unleased (`Unleased`,
+    logged): Redis down must not stop exports, and the writes themselves stay safe to
+    repeat (a partner is found by `ref` before it is created). The risk taken is a
+    duplicate partner only if two exports of one tenant run in that same outage and both
+    miss the same partner at once; stopping every export for the outage was judged worse.
+    """
     settings = get_settings()
-    lease = redis_for(settings.redis_url).lock(
+    lease = Lease(
+        redis_for(settings.redis_url),
         f"{settings.redis_key_prefix}:lease:{{{tenant_id}}}:erp",
-        timeout=settings.task_time_limit_s,
-        blocking=False,
+        ttl_s=settings.lease_ttl_s,
     )
     try:
-        held = bool(lease.acquire())
+        taken = lease.acquire()
     except redis.RedisError as exc:
         log.warning("export.lease_unavailable", error=type(exc).__name__)
-        yield True
+        yield Unleased()
         return
-    try:
-        yield held
-    finally:
-        if held:
-            with suppress(redis.RedisError, LockError):
-                lease.release()
+    if not taken:
+        yield None
+        return
+    with renewed(lease):
+        yield lease
 
 
 def _disable(run_id: str, items: list[Any], exc: PipelineError) -> int:

@@ -4,6 +4,11 @@ A tenant key acts on its own tenant only. Asking for another tenant — by a run
 a query or a body — answers 404 exactly as for something that does not exist, so a tenant
 cannot learn which ids or tenants exist. An admin key acts on every tenant. Admin-only
 endpoints answer 403 to a tenant key: the endpoint is public knowledge, no id is at stake.
+
+Keys that authenticated are remembered for `API_KEY_CACHE_S` (`pipeline.api_keys.KeyCache`):
+one per process, or the app's own if it carries one in `app.state.key_cache` (a test, on a
+fake clock). So a key used recently still works while Postgres is down; a revoked key stops
+working within that time.
 """
 
 from __future__ import annotations
@@ -11,10 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Security
+from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
-from pipeline.api_keys import authenticate
+from pipeline.api_keys import KeyCache, authenticate
 from pipeline.errors import ForbiddenError, NotFoundError, UnauthorizedError
 
 api_key_header = APIKeyHeader(
@@ -22,6 +27,7 @@ api_key_header = APIKeyHeader(
     auto_error=False,
     description="a key from `pipeline apikeys create --tenant T` (or `--admin`)",
 )
+key_cache = KeyCache()
 
 
 @dataclass(frozen=True)
@@ -46,10 +52,10 @@ class Caller:
         return self.tenant_id
 
 
-def authenticated(key: Annotated[str | None, Security(api_key_header)]) -> Caller:
+def authenticated(request: Request, key: Annotated[str | None, Security(api_key_header)]) -> Caller:
     if not key:
         raise UnauthorizedError("an API key is required in the X-API-Key header")
-    found = authenticate(key)
+    found = authenticate(key, cache=getattr(request.app.state, "key_cache", key_cache))
     if found is None:
         raise UnauthorizedError("the API key is not valid (unknown or revoked)")
     return Caller(key_id=found.id, tenant_id=None if found.is_admin else found.tenant_id)

@@ -14,6 +14,7 @@ from pipeline.simulator import Simulator
 from tests.integration.test_enrichment import company
 from tests.integration.test_pipelines import ready_tenant
 from tests.support.processes import Worker, wait_until
+from tests.support.stack import environment
 
 DONE = {"succeeded", "degraded", "failed"}
 ERROR_KEYS = {
@@ -180,11 +181,13 @@ def test_no_valid_key_is_401(api: Any, headers: dict[str, str], method: str, pat
     assert "pk_" not in body["message"], "the key given is never echoed"
 
 
-def test_a_revoked_key_is_401_at_once(api: Any, tenant: int) -> None:
-    key, summary = create_api_key(tenant_id=tenant)
-    assert api.get("/runs", headers={"X-API-Key": key}).status_code == 200
-    revoke_api_key(summary.id)
-    assert_error(api.get("/runs", headers={"X-API-Key": key}), 401, "UNAUTHORIZED")
+def test_a_revoked_key_is_401_at_once_with_the_key_cache_off(api: Any, tenant: int) -> None:
+    """(With `API_KEY_CACHE_S` on, within it: tests/integration/test_api_postgres_down.py.)"""
+    with environment({"API_KEY_CACHE_S": "0"}):
+        key, summary = create_api_key(tenant_id=tenant)
+        assert api.get("/runs", headers={"X-API-Key": key}).status_code == 200
+        revoke_api_key(summary.id)
+        assert_error(api.get("/runs", headers={"X-API-Key": key}), 401, "UNAUTHORIZED")
 
 
 def test_another_tenants_runs_are_404_and_an_admin_sees_all(

@@ -17,6 +17,7 @@ import requests
 
 from tests.integration.test_cli import pipeline
 from tests.support.processes import REPO, free_port, wait_until
+from tests.support.stack import environment
 
 
 class ApiServer:
@@ -113,20 +114,31 @@ def test_openapi_docs_are_served(server: ApiServer) -> None:
     assert "X-API-Key" in json.dumps(spec["components"]["securitySchemes"])
 
 
-def test_a_revoked_key_is_refused_by_the_running_server(server: ApiServer, tenant: int) -> None:
-    key = create_key("--tenant", str(tenant))
-    assert requests.get(f"{server.url}/runs", headers={"X-API-Key": key}, timeout=10).ok
+def test_a_revoked_key_is_refused_by_the_running_server_within_the_key_cache(
+    integration_env: dict[str, str], tenant: int, tmp_path: Path
+) -> None:
+    with environment({"API_KEY_CACHE_S": "1"}):
+        server = ApiServer(tmp_path / "api.log")
+    try:
+        key = create_key("--tenant", str(tenant))
+        assert requests.get(f"{server.url}/runs", headers={"X-API-Key": key}, timeout=10).ok
 
-    listed = pipeline("apikeys", "list", "--tenant", str(tenant))
-    assert listed.returncode == 0 and key not in listed.stdout
-    (row,) = [line for line in listed.stdout.splitlines() if key[:15] in line]
-    assert f"tenant {tenant}" in row and "active" in row
-    revoked = pipeline("apikeys", "revoke", row.split()[0])
-    assert revoked.returncode == 0, revoked.stderr
+        listed = pipeline("apikeys", "list", "--tenant", str(tenant))
+        assert listed.returncode == 0 and key not in listed.stdout
+        (row,) = [line for line in listed.stdout.splitlines() if key[:15] in line]
+        assert f"tenant {tenant}" in row and "active" in row
+        revoked = pipeline("apikeys", "revoke", row.split()[0])
+        assert revoked.returncode == 0, revoked.stderr
 
-    refused = requests.get(f"{server.url}/runs", headers={"X-API-Key": key}, timeout=10)
-    assert refused.status_code == 401 and refused.json()["error_code"] == "UNAUTHORIZED"
-    assert "revoked" in pipeline("apikeys", "list", "--tenant", str(tenant)).stdout
+        def refused() -> dict[str, Any] | None:  # (a 401 Response is falsy: its body)
+            answer = requests.get(f"{server.url}/runs", headers={"X-API-Key": key}, timeout=10)
+            return answer.json() if answer.status_code == 401 else None  # type: ignore[no-any-return]
+
+        body = wait_until(refused, timeout=15, interval=0.2, what="API_KEY_CACHE_S to pass")
+        assert body["error_code"] == "UNAUTHORIZED"
+        assert "revoked" in pipeline("apikeys", "list", "--tenant", str(tenant)).stdout
+    finally:
+        server.stop()
 
 
 @pytest.mark.usefixtures("integration_env")

@@ -130,9 +130,9 @@ def test_one_export_per_tenant_writes_at_a_time(tenant: int) -> None:
         tenant_lease(tenant) as second,
         tenant_lease(tenant + 1) as other_tenant,
     ):
-        assert (first, second, other_tenant) == (True, False, True)
+        assert first is not None and second is None and other_tenant is not None
     with tenant_lease(tenant) as again:
-        assert again, "released when the export ended"
+        assert again is not None, "released when the export ended"
 
 
 def test_a_repeated_delivery_of_a_finished_export_does_not_touch_the_erp(
