@@ -35,6 +35,7 @@ from pipeline.errors import (
     NotFoundError,
     PipelineError,
 )
+from pipeline.reopening import ReopenedItem, reopen_items, restore_items
 
 log = structlog.get_logger(__name__)
 HEADER = "x_dead_letter_id"
@@ -49,7 +50,7 @@ def replay_entry(entry_id: int, *, tenant_id: int | None = None) -> str:
         raise InputError(f"dead letter {entry_id} is a message no task can run ({entry.path})")
     replay_id = uuid.uuid4().hex
     dead_letters.claim_for_replay(entry_id, replay_id, tenant_id=tenant_id)
-    reopened: list[runs.ReopenedItem] = []
+    reopened: list[ReopenedItem] = []
     try:
         cid = current_correlation_id() or entry.correlation_id or replay_id
         headers = {HEADER: str(entry_id)}
@@ -58,7 +59,7 @@ def replay_entry(entry_id: int, *, tenant_id: int | None = None) -> str:
         whole_item = entry.item_id is not None and not entry.options.get("context")
         if entry.run_id is not None and (entry.item_id is None or whole_item):
             items = None if entry.item_id is None else [entry.item_id]
-            reopened = runs.reopen_items(entry.run_id, items)
+            reopened = reopen_items(entry.run_id, items)
             view = runs.get_run(entry.run_id)
             kind = view.run.kind if view else ""
             send_run(
@@ -67,7 +68,7 @@ def replay_entry(entry_id: int, *, tenant_id: int | None = None) -> str:
         else:
             if entry.run_id is not None and entry.item_id is not None:
                 # the step goes on with the rest of its chain: the item is queued, not pending
-                reopened = runs.reopen_items(entry.run_id, [entry.item_id], to=ItemStatus.QUEUED)
+                reopened = reopen_items(entry.run_id, [entry.item_id], to=ItemStatus.QUEUED)
             _send_task(entry, replay_id, cid, headers)
     except BaseException as exc:
         put_back(reopened, [entry_id])
@@ -85,7 +86,7 @@ def replay_run(run_id: uuid.UUID | str, *, tenant_id: int | None = None) -> int:
         raise NotFoundError(f"no run {run_uuid}")
     replay_id = uuid.uuid4().hex
     claimed: list[int] = []
-    reopened: list[runs.ReopenedItem] = []
+    reopened: list[ReopenedItem] = []
     try:
         for entry_id in dead_letters.dead_entries_of_run(run_uuid):
             try:
@@ -93,7 +94,7 @@ def replay_run(run_id: uuid.UUID | str, *, tenant_id: int | None = None) -> int:
                 claimed.append(entry_id)
             except AlreadyReplayedError:
                 continue  # a concurrent replay took it
-        reopened = runs.reopen_items(run_uuid)
+        reopened = reopen_items(run_uuid)
         never_sent = view.run.status == RunStatus.PENDING and view.run.sent_at is None
         if reopened or never_sent:
             cid = current_correlation_id() or view.run.correlation_id or replay_id
@@ -131,10 +132,10 @@ def replay_tenant(tenant_id: int) -> int:
     return replayed
 
 
-def put_back(reopened: list[runs.ReopenedItem], claimed: list[int]) -> None:
+def put_back(reopened: list[ReopenedItem], claimed: list[int]) -> None:
     """Undo a replay that was not sent: items back as they were (their run closes again),
     entries dead again — so a later replay can try again and nothing is left open."""
-    runs.restore_items(reopened)
+    restore_items(reopened)
     for entry_id in claimed:
         dead_letters.unclaim(entry_id)
 

@@ -253,69 +253,6 @@ def fail_unstarted(run_id: uuid.UUID, reason: str) -> None:
         )
 
 
-@dataclass(frozen=True)
-class ReopenedItem:
-    id: int
-    status: ItemStatus
-    reasons: str
-
-
-def restore_items(items: Iterable[ReopenedItem]) -> None:
-    """Put reopened items back as they were (their run closes again, as it had)."""
-    for item in items:
-        finish_item(item.id, item.status, [r for r in item.reasons.split(",") if r])
-
-
-def reopen_items(
-    run_id: uuid.UUID,
-    item_ids: Iterable[int] | None = None,
-    *,
-    to: ItemStatus = ItemStatus.PENDING,
-) -> list[ReopenedItem]:
-    """Give dead or failed items (all of the run's, or these) another go: they become `to`
-    and the run opens again, its latch wound back, so it closes — and its counts and
-    status are recomputed — when they finish. Items that succeeded are left alone. A run
-    whose next stage never started (it had failed) will hand off when it closes again.
-    Returns the reopened items as they were, so a replay that cannot be sent can put them
-    back (`restore_items`)."""
-    retryable = (ItemStatus.DEAD, ItemStatus.FAILED)
-    with session_scope() as session:
-        chosen = select(RunItem.id, RunItem.status, RunItem.degraded_reasons).where(
-            RunItem.run_id == run_id, RunItem.status.in_(retryable)
-        )
-        if item_ids is not None:
-            chosen = chosen.where(RunItem.id.in_(list(item_ids)))
-        before = {
-            row.id: ReopenedItem(row.id, ItemStatus(row.status), row.degraded_reasons)
-            for row in session.execute(chosen.with_for_update())
-        }
-        reopened = [
-            before[item_id]
-            for item_id in session.scalars(
-                update(RunItem)
-                .where(RunItem.id.in_(list(before)), RunItem.status.in_(retryable))
-                .values(
-                    status=to,
-                    degraded_reasons="",
-                    updated_at=utcnow(),
-                    progress_at=utcnow(),
-                    redrives=0,  # a person asked for another go: a fresh budget
-                )
-                .returning(RunItem.id)
-            )
-        ]
-        if reopened:
-            run = session.get_one(Run, run_id, with_for_update=True)
-            run.items_done -= len(reopened)
-            if run.finished_at is not None:  # it had closed: its next close is a re-close
-                run.replays += 1
-            run.status, run.finished_at = RunStatus.RUNNING, None
-            has_follower = session.scalar(select(Run.id).where(Run.follows_run_id == run_id))
-            if (run.options or {}).get("then") and has_follower is None:
-                run.handed_off_at = None
-    return reopened
-
-
 def was_sent(run_id: uuid.UUID) -> bool:
     with session_scope() as session:
         return session.scalar(select(Run.sent_at).where(Run.id == run_id)) is not None

@@ -21,7 +21,6 @@ import structlog
 
 from pipeline import runs
 from pipeline.companies import companies_by_id, contacts_of
-from pipeline.credentials import get_credential
 from pipeline.db.models import ItemStatus
 from pipeline.errors import (
     CircuitOpenError,
@@ -36,7 +35,12 @@ from pipeline.resilience.guard import vendor_guard
 from pipeline.resilience.lease import Lease, renewed
 from pipeline.resilience.retry import RetryPolicy
 from pipeline.settings import get_settings
-from pipeline.vendors.erp import ErpClient, ErpDatabaseMissingError, ErpFieldRejectedError, Guarded
+from pipeline.vendors.erp import (
+    ErpClient,
+    ErpDatabaseMissingError,
+    ErpFieldRejectedError,
+    erp_client,
+)
 from workers.app import app
 from workers.resilient_task import ResilientTask, RunTask
 
@@ -61,20 +65,6 @@ def partner_vals(tenant_id: int, company: Any, emails: list[str]) -> dict[str, A
     if emails:
         vals["email"] = emails[0]
     return vals
-
-
-def erp_client(tenant_id: int, guarded: Guarded) -> ErpClient:
-    settings = get_settings()
-    secret = get_credential(tenant_id, "erp").secret
-    return ErpClient(
-        guarded=guarded,
-        url=secret.get("url") or f"{settings.vendor_url('erp')}/xmlrpc/2",
-        db=secret["db"],
-        login=secret["login"],
-        password=secret["password"],
-        tenant_id=tenant_id,
-        timeout=settings.http_read_timeout_s,
-    )
 
 
 def export_one(

@@ -35,4 +35,8 @@ def vendor_routes(crm: CrmVendor, erp: ErpVendor) -> dict[tuple[str, str], Route
         ("POST", "/crm/contacts/batch"): Route("crm", crm.batch),
         ("POST", "/erp/xmlrpc/2/common"): Route("erp", erp.common),
         ("POST", "/erp/xmlrpc/2/object"): Route("erp", erp.object),
+        **{
+            ("GET", f"/{vendor}/health"): Route(vendor, vendors.health)
+            for vendor in ("crawler", "search", "apify_linkedin", "lusha", "zerobounce", "crm")
+        },
     }

@@ -144,3 +144,9 @@ def verify(call: Call) -> Answer:
     if not isinstance(emails, list) or not all(isinstance(e, str) for e in emails):
         raise Refusal(400, "bad_request", "'emails' must be a list of strings")
     return Answer.json({"results": [{"email": e, "status": email_status(e)} for e in emails]})
+
+
+def health(call: Call) -> Answer:
+    """GET /<vendor>/health: the cheapest answer a vendor gives (the product's probe). Faults
+    apply to it like to any call, so a vendor that is down for a tenant fails it too."""
+    return Answer.json({"ok": True})

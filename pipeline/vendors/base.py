@@ -25,6 +25,13 @@ class VendorClient:
         self._api_key = settings.vendor_api_key(self.vendor) or "unset"
         self.session = session or pooled_session(settings.bulkhead_limit(self.vendor))
 
+    def probe(self, tenant_id: int) -> None:
+        """A cheap request that fails exactly when the vendor would fail this tenant now:
+        what the reconciler sends through a half-open breaker to learn that a vendor is
+        back (`pipeline.healing`). `GET <base>/health` by default; a client whose vendor
+        has no such endpoint overrides it with its cheapest read."""
+        self.get(tenant_id, "health")
+
     def get(self, tenant_id: int, path: str, **params: Any) -> Any:
         return self._request("GET", tenant_id, path, params=params)
 

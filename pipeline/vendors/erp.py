@@ -13,6 +13,7 @@ import xmlrpc.client
 from collections.abc import Callable
 from typing import Any
 
+from pipeline.credentials import get_credential
 from pipeline.errors import (
     VendorAuthError,
     VendorClientError,
@@ -21,6 +22,7 @@ from pipeline.errors import (
     VendorTimeoutError,
     classify_status,
 )
+from pipeline.settings import get_settings
 
 PARTNER = "res.partner"
 # Runs one request under the caller's guards: `guarded(lambda: rpc(...))`.
@@ -89,6 +91,10 @@ class ErpClient:
     def __repr__(self) -> str:  # never the password
         return f"<ErpClient db={self._db!r}>"
 
+    def probe(self) -> None:
+        """`common.version()`: no login, no data — answers whenever the ERP is up."""
+        self._rpc(self._common.version)
+
     def authenticate(self) -> int:
         uid = self._rpc(self._common.authenticate, self._db, self._login, self._password, {})
         if not uid:
@@ -143,3 +149,19 @@ def classify_fault(fault: xmlrpc.client.Fault) -> VendorError:
             f"the ERP refuses field {match.group(1)!r}", vendor="erp", field=match.group(1)
         )
     return VendorClientError(f"the ERP refused the request ({text[:120]})", vendor="erp")
+
+
+def erp_client(tenant_id: int, guarded: Guarded) -> ErpClient:
+    """The tenant's ERP client, from its stored credential (`CredentialError` without one);
+    every RPC goes through `guarded`."""
+    settings = get_settings()
+    secret = get_credential(tenant_id, "erp").secret
+    return ErpClient(
+        guarded=guarded,
+        url=secret.get("url") or f"{settings.vendor_url('erp')}/xmlrpc/2",
+        db=secret["db"],
+        login=secret["login"],
+        password=secret["password"],
+        tenant_id=tenant_id,
+        timeout=settings.http_read_timeout_s,
+    )

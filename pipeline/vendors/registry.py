@@ -8,6 +8,7 @@ from pipeline.settings import get_settings
 from pipeline.vendors.contacts import ApifyLinkedinClient, ContactsClient, LushaClient
 from pipeline.vendors.crawler import CrawlerClient
 from pipeline.vendors.crm import CrmClient
+from pipeline.vendors.erp import erp_client
 from pipeline.vendors.search import SearchClient
 from pipeline.vendors.zerobounce import ZeroBounceClient
 
@@ -41,6 +42,21 @@ def zerobounce() -> ZeroBounceClient:
 def crm() -> CrmClient:
     """One per process, so its token store's memory of the last credential read is shared."""
     return CrmClient(get_settings())
+
+
+def probe(vendor: str, tenant_id: int) -> None:
+    """One cheap request to `vendor` as `tenant_id` uses it (unguarded: the caller puts it
+    through the tenant's breaker). Raises what the vendor's failure raises."""
+    if vendor == "erp":
+        erp_client(tenant_id, lambda fn: fn()).probe()
+        return
+    clients = {"crawler": crawler, "search": search, "zerobounce": zerobounce, "crm": crm}
+    if vendor in clients:
+        clients[vendor]().probe(tenant_id)
+    elif vendor in ("apify_linkedin", "lusha"):
+        contacts(vendor).probe(tenant_id)
+    else:
+        raise KeyError(f"no probe for vendor {vendor!r}")
 
 
 def forget_clients() -> None:

@@ -17,6 +17,7 @@ from pipeline import dead_letters, enqueue_crm_sync, runs
 from pipeline.companies import contact_ids_of_companies
 from pipeline.db.models import DeadLetter, RunKind
 from pipeline.errors import AlreadyReplayedError, NotFoundError
+from pipeline.reopening import reopen_items
 from pipeline.replay import put_back, replay_entry, replay_run
 from pipeline.settings import get_settings
 from pipeline.simulator import Simulator
@@ -228,7 +229,7 @@ def test_a_replay_that_is_not_sent_puts_everything_back(simulator: Simulator, te
     failed = [(i.id, i.degraded_reasons) for i in sync.items if i.status == "failed"]
     assert [reason for _, reason in failed] == ["CRM_REJECTED:CLIENT_ERROR"]
 
-    reopened = runs.reopen_items(sync.run.id)
+    reopened = reopen_items(sync.run.id)
     assert [i.id for i in reopened] == [failed[0][0]]
     assert finished_or_open(sync.run.id).run.status == "running"
     put_back(reopened, [])  # as a replay does when the broker refuses its message
@@ -256,7 +257,7 @@ def test_a_late_report_of_a_replayed_death_leaves_the_replay_alone(
     }
     entry_id = dead_letters.record(**report)
     assert finished(sync_id).run.items_dead == len(keys) > 0
-    runs.reopen_items(sync_id)  # what a replay does first...
+    reopen_items(sync_id)  # what a replay does first...
     dead_letters.claim_for_replay(entry_id, "replay-task")  # ...with the entry claimed
     dead_letters.record(**report)  # Celery's second report of the same death, late
     view = finished_or_open(sync_id)
