@@ -30,8 +30,16 @@ from pipeline.errors import AlreadyReplayedError, NotFoundError
 log = structlog.get_logger(__name__)
 MAX_MESSAGE = 2000
 MAX_TRACEBACK = 20000
-# Messages no task can run: their task name (from the message) is not one of ours.
-UNRUNNABLE = ("undecodable", "unknown_task")
+# Messages no task can run (`workers.consumer`): their task name, if any, is not one of ours.
+UNRUNNABLE = (
+    "not_an_envelope",
+    "undecodable",
+    "refused_content",
+    "no_task_name",
+    "unknown_task",
+    "invalid_task",
+    "unprocessable",
+)
 
 
 @dataclass(frozen=True)
@@ -78,7 +86,7 @@ def record(
     options: Mapping[str, Any] | None = None,
 ) -> int:
     """Keep a dead task (once per task id) and mark what it worked on dead; the entry id."""
-    subject = subject_of(args, kwargs) if path != "undecodable" else Subject()
+    subject = subject_of(args, kwargs) if path not in UNRUNNABLE else Subject()
     now = utcnow()
     row = {
         "task_id": task_id[:64],
