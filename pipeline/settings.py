@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     task_time_limit_s: int = Field(default=300, gt=0)
     # A message whose worker process dies this many times is dead-lettered, not run again.
     task_max_deliveries: int = Field(default=3, ge=1)
+    # Dead letters that could not be written (database down) wait in a Redis list of at most
+    # this many, newest kept, until drained (pipeline.dead_letters.drain_spool).
+    dead_letter_spool_max: int = Field(default=10_000, ge=1)
     # How often beat runs the pipeline sweeper (lost stage hand-offs; pipeline.stages).
     pipeline_sweep_s: float = Field(default=60.0, gt=0)
 
