@@ -168,6 +168,23 @@ SHAPES: dict[str, Shape] = {
         "UNKNOWN_TASK",
         kept=task_body,
     ),
+    "unknown task without an id": Shape(
+        lambda m: as_json(envelope(task_body(m), headers={"task": "tests.no_such_task"})),
+        "unknown_task",
+        "UNKNOWN_TASK",
+        kept=task_body,
+    ),
+    "body compressed with an unknown codec": Shape(
+        lambda m: as_json(
+            envelope(
+                task_body(m),
+                headers={**task_headers("tests.fetch_vendor", m), "compression": "x-nope"},
+            )
+        ),
+        "undecodable",
+        "UNDECODABLE",
+        kept=task_body,
+    ),
     "JSON body that is not JSON": Shape(
         lambda m: as_json(
             envelope(b"{not json " + m.encode(), headers=task_headers("tests.fetch_vendor", m))
