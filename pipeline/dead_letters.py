@@ -1,9 +1,10 @@
 """The dead-letter store: every task that will not succeed by itself lands here once.
 
 Celery on Redis has no dead-letter queue: a message whose retries ran out, that raised a
-non-retryable error, hit its time limit, kept killing its worker, or could not even be
-decoded is simply gone. `workers.dead_letters` catches each of those paths and calls
-`record`; operators list, read and replay entries (`pipeline dlq`, the API).
+non-retryable error, hit its time limit, kept killing its worker, or that no task can run
+(not even a message, undecodable, unknown) is simply gone. `workers.dead_letters` and
+`workers.consumer` catch each of those paths and call `record`; operators list, read and
+replay entries (`pipeline dlq`, the API).
 
 Recording is idempotent per task id: a poison message that comes back updates its row
 (`failures`, `last_failed_at`) instead of adding one. The run item the task worked on is

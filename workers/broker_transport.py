@@ -95,8 +95,9 @@ class Channel(kombu_redis.Channel):
 
     def problem_of(self, payload: Any) -> str | None:
         """Why kombu (or Celery's consumer) could not handle this decoded envelope; None
-        if it can: the shape kombu's `Message` and the unacked index read, then the body
-        decoded as `Message` does (encoding, compression)."""
+        if it can: the shape kombu's `Message` and the unacked index read, then a trial
+        `Message`, which decodes the body's encoding (base64). A body that fails later —
+        bad compression, JSON, UTF-8 — reaches Celery's decode-error hook as it is."""
         if not isinstance(payload, dict):
             return "NOT_AN_ENVELOPE"
         properties = payload.get("properties")
