@@ -1,13 +1,16 @@
 """The dead-letter store: every task that will not succeed by itself lands here once.
 
 Celery on Redis has no dead-letter queue: a message whose retries ran out, that raised a
-non-retryable error, hit its time limit, kept killing its worker, or could not even be
-decoded is simply gone. `workers.dead_letters` catches each of those paths and calls
-`record`; operators list, read and replay entries (`pipeline dlq`, the API).
+non-retryable error, hit its time limit, kept killing its worker, or that no task can run
+(not even a message, undecodable, unknown) is simply gone. `workers.dead_letters` and
+`workers.consumer` catch each of those paths and call `record`; operators list, read and
+replay entries (`pipeline dlq`, the API).
 
 Recording is idempotent per task id: a poison message that comes back updates its row
 (`failures`, `last_failed_at`) instead of adding one. The run item the task worked on is
-marked `dead` and its run's counts follow, so no run waits forever for it.
+marked `dead` and its run's counts follow, so no run waits forever for it. While the
+database is unreachable, entries wait in a Redis spool (`pipeline.dead_letter_spool`) until
+`drain_spool` writes them.
 """
 
 from __future__ import annotations
@@ -20,18 +23,29 @@ from typing import Any
 
 import structlog
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from pipeline import metrics, runs
 from pipeline.db.engine import session_scope
 from pipeline.db.models import DeadLetter, DeadLetterStatus, ItemStatus, Run, utcnow
+from pipeline.dead_letter_spool import DeadLetterSpool
 from pipeline.errors import AlreadyReplayedError, NotFoundError
 
 log = structlog.get_logger(__name__)
 MAX_MESSAGE = 2000
 MAX_TRACEBACK = 20000
-# Messages no task can run: their task name (from the message) is not one of ours.
-UNRUNNABLE = ("undecodable", "unknown_task")
+# The database unreachable (down, restarting, network): the entry is spooled in Redis.
+DATABASE_DOWN = (OperationalError, InterfaceError)
+# Messages no task can run (`workers.consumer`): their task name, if any, is not one of ours.
+UNRUNNABLE = (
+    "not_an_envelope",
+    "undecodable",
+    "refused_content",
+    "no_task_name",
+    "unknown_task",
+    "invalid_task",
+    "unprocessable",
+)
 
 
 @dataclass(frozen=True)
@@ -45,20 +59,26 @@ class Subject:
 
 def subject_of(args: Sequence[Any], kwargs: Mapping[str, Any]) -> Subject:
     """Read the subject off a task's arguments: a step's context dict (`run_id`,
-    `item_id`, `tenant_id`), or a run task's run id; anything else has none."""
+    `item_id`, `tenant_id`), or a run task's run id (its tenant read from the run);
+    anything else has none."""
+    subject = _subject_in(args, kwargs)
+    if subject.tenant_id is None and subject.run_id is not None:
+        return Subject(tenant_of_run(subject.run_id), subject.run_id, subject.item_id)
+    return subject
+
+
+def _subject_in(args: Sequence[Any], kwargs: Mapping[str, Any]) -> Subject:
+    """The subject as the arguments name it, without reading the database."""
     first = args[0] if args else None
     if isinstance(first, Mapping):
         source: Mapping[str, Any] = first
     else:
         source = {**kwargs, **({"run_id": first} if isinstance(first, str) else {})}
-    run_id = _uuid(source.get("run_id"))
     tenant = source.get("tenant_id")
-    if tenant is None and run_id is not None:
-        tenant = tenant_of_run(run_id)
     item = source.get("item_id")
     return Subject(
         tenant_id=int(tenant) if isinstance(tenant, int | str) and str(tenant).isdigit() else None,
-        run_id=run_id,
+        run_id=_uuid(source.get("run_id")),
         item_id=int(item) if isinstance(item, int) else None,
     )
 
@@ -76,9 +96,13 @@ def record(
     attempts: int = 1,
     correlation_id: str | None = None,
     options: Mapping[str, Any] | None = None,
-) -> int:
-    """Keep a dead task (once per task id) and mark what it worked on dead; the entry id."""
-    subject = subject_of(args, kwargs) if path != "undecodable" else Subject()
+) -> int | None:
+    """Keep a dead task (once per task id) and mark what it worked on dead; the entry id.
+
+    With the database unreachable the entry is spooled in Redis instead (None is
+    returned): `drain_spool` writes it, and marks its subject, once the database is back.
+    With Redis down too it is logged and lost (the reconciler re-drives the item anyway)."""
+    subject = _subject_in(args, kwargs) if path not in UNRUNNABLE else Subject()
     now = utcnow()
     row = {
         "task_id": task_id[:64],
@@ -99,19 +123,42 @@ def record(
         "first_failed_at": now,
         "last_failed_at": now,
     }
+    try:
+        return _write(row)
+    except DATABASE_DOWN as error:
+        log.warning("dead_letter.database_down", task_id=row["task_id"], error=type(error).__name__)
+        DeadLetterSpool.from_settings().push(row)
+        return None
+
+
+def drain_spool() -> int:
+    """Write the entries spooled while the database was down (oldest first), each once —
+    an entry already written is merged, as a repeated report is — and mark their subjects
+    dead; an entry leaves the spool only once written. How many were written. Never
+    raises for an outage: the database or Redis down again ends the drain, the rest stays
+    spooled for the next one."""
+    return DeadLetterSpool.from_settings().drain(_write, stop_on=DATABASE_DOWN)
+
+
+def _write(row: dict[str, Any]) -> int:
+    """Insert (or merge) the entry and mark its subject dead; the entry id."""
+    if row["tenant_id"] is None and row["run_id"] is not None:
+        row = {**row, "tenant_id": tenant_of_run(row["run_id"])}
     entry_id, new_death, replayed = _insert_or_count(row)
+    path, code = row["path"], row["error_code"]
     if new_death:
-        metrics.count_dead_letter(path if path in UNRUNNABLE else task_name)
+        metrics.count_dead_letter(path if path in UNRUNNABLE else row["task_name"])
     if not replayed:  # a late report of a death already replayed must not kill the replay
-        _mark_subject_dead(subject, f"DEAD_LETTER:{error_code[:40]}")
+        subject = Subject(row["tenant_id"], row["run_id"], row["item_id"])
+        _mark_subject_dead(subject, f"DEAD_LETTER:{code[:40]}")
     log.error(
         "task.dead_lettered",
         dead_letter_id=entry_id,
-        task=task_name,
+        task=row["task_name"],
         path=path,
-        error_code=error_code,
-        run_id=str(subject.run_id) if subject.run_id else None,
-        item_id=subject.item_id,
+        error_code=code,
+        run_id=str(row["run_id"]) if row["run_id"] else None,
+        item_id=row["item_id"],
     )
     return entry_id
 

@@ -16,6 +16,7 @@ Run by beat every `RECONCILE_INTERVAL_S` (`tasks.maintenance.reconcile`) and by 
    `stalled`, with its history; its run closes, and `pipeline dlq replay` can try again.
 4. **Runs** — an open run whose items are all finished is closed; stage hand-offs that a
    crash or a down broker lost are made good (`pipeline.stages.sweep_pipelines`).
+5. **Dead letters** reported while the database was down (spooled in Redis) are written.
 
 What it sends goes through `Dispatch`, and what it sees of the broker through
 `BrokerView`: both given by the adapter that runs it (`tasks.maintenance`), so this core
@@ -74,6 +75,7 @@ class ReconcileReport:
     overdue: Counter[str] = field(default_factory=Counter)  # past their lease, by kind
     runs_closed: int = 0
     handoffs: int = 0
+    spooled: int = 0  # dead letters written from the spool kept while the database was down
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +86,7 @@ class ReconcileReport:
             "overdue": dict(self.overdue),
             "runs_closed": self.runs_closed,
             "handoffs": self.handoffs,
+            "spooled": self.spooled,
         }
 
 
@@ -99,6 +102,7 @@ class Reconciler:
                 return report
             now = now or utcnow()
             report.resets = [e.name for e in self.broker.epochs() if e.check(now) is not None]
+            report.spooled = dead_letters.drain_spool()
             self._redrive(now, tenant_id, report)
             report.runs_closed = close_finished_runs(now, tenant_id=tenant_id)
             report.handoffs = stages.sweep_pipelines(

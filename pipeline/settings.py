@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     # holder's heartbeat renews it (every third of it): a killed holder's frees itself in
     # seconds. Above 3 x REDIS_SOCKET_TIMEOUT_S, so two renewals can fail before it lapses.
     lease_ttl_s: float = Field(default=15.0, gt=0)
+    # Dead letters that could not be written (database down) wait in a Redis list of at most
+    # this many, newest kept, until drained (pipeline.dead_letters.drain_spool).
+    dead_letter_spool_max: int = Field(default=10_000, ge=1)
 
     # The reconciler (pipeline.reconciler), run by beat every RECONCILE_INTERVAL_S and by
     # `pipeline reconcile`: an open item that has not moved for its kind's lease, although

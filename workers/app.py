@@ -39,6 +39,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         transport["polling_interval"] = 0.01  # in-process queues: poll often, it is cheap
     return {
         "broker_url": settings.broker_url,
+        # kombu's Redis transport, reading every envelope safely: bytes that are no message
+        # reach the consumer (and the dead letters) instead of stopping the worker.
+        "broker_transport": (
+            "workers.broker_transport:Transport"
+            if settings.broker_url.startswith("redis://")
+            else None
+        ),
         "result_backend": settings.result_backend,
         "broker_transport_options": transport,
         "result_backend_transport_options": transport,
@@ -64,8 +71,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": True,
         "worker_hijack_root_logger": False,
         "imports": TASK_MODULES,
-        # Keeps undecodable messages in the dead-letter store instead of dropping them.
-        "worker_consumer": "workers.dead_letters:DeadLetterConsumer",
+        # Keeps every message no task can run in the dead-letter store instead of dropping it.
+        "worker_consumer": "workers.consumer:DeadLetterConsumer",
         # `celery -A workers.app beat`: the periodic housekeeping (tasks.maintenance).
         "beat_schedule": {
             "reconcile": {

@@ -8,11 +8,13 @@
   re-queued by `reject_on_worker_lost` — and a message that kills every worker that takes
   it would loop forever. `workers.deliveries` counts deliveries of each attempt and dead-
   letters it past `TASK_MAX_DELIVERIES` (see `ResilientTask.__call__`).
-- **A message that cannot be decoded** or names no task we know never reaches a task:
-  the worker's consumer (`DeadLetterConsumer`, set as `worker_consumer`) records it, then
-  acknowledges it as Celery does, so it lands here once instead of vanishing.
+- **A message no task can run** (not an envelope, undecodable, refused content type, no
+  or an unknown task name) never reaches a task: the worker's consumer
+  (`workers.consumer.DeadLetterConsumer`, set as `worker_consumer`) records it, then
+  settles it as Celery does, so it lands here once instead of vanishing.
 
-Recording never raises into Celery: if the database is down the failure is logged.
+Recording never raises into Celery: if the database is down the entry is spooled in Redis
+(`pipeline.dead_letters.record`), and if that fails too it is logged.
 """
 
 from __future__ import annotations
@@ -22,14 +24,13 @@ from typing import Any
 import structlog
 from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
 from celery.exceptions import Reject
-from celery.signals import task_failure, task_unknown
-from celery.worker.consumer import Consumer
+from celery.signals import task_failure
 
 from pipeline import dead_letters
 from pipeline.correlation import HEADER
+from pipeline.errors import PipelineError, error_code
 
 log = structlog.get_logger(__name__)
-MAX_BODY = 2000
 
 
 def path_of(exception: BaseException) -> str:
@@ -43,15 +44,14 @@ def path_of(exception: BaseException) -> str:
 
 
 def code_of(exception: BaseException) -> str:
-    code = getattr(exception, "code", None)
-    if isinstance(code, str) and code:
-        return code
+    if isinstance(exception, PipelineError):
+        return exception.code
     if isinstance(exception, TimeLimitExceeded | SoftTimeLimitExceeded):
         return "TIME_LIMIT"
     if isinstance(exception, Reject):
         inner = exception.reason
         return code_of(inner) if isinstance(inner, BaseException) else "REJECTED"
-    return type(exception).__name__
+    return error_code(exception)
 
 
 def message_of(exception: BaseException) -> str:
@@ -102,57 +102,3 @@ def _context_options(request: Any, chain: Any) -> dict[str, Any] | None:
     if request is None:
         return None
     return {"context": True, **({"chain": chain} if chain else {})}
-
-
-@task_unknown.connect
-def _unknown_task(
-    message: Any = None, exc: Any = None, name: str = "", id: str = "", **_: Any
-) -> None:
-    _record_message(
-        message,
-        task_id=id,
-        task_name=name or "unknown",
-        path="unknown_task",
-        code="UNKNOWN_TASK",
-        why=f"no task named {name!r} is registered",
-    )
-
-
-class DeadLetterConsumer(Consumer):
-    """Celery's consumer, keeping undecodable messages instead of dropping them."""
-
-    def on_decode_error(self, message: Any, exc: Exception) -> None:
-        headers = getattr(message, "headers", None) or {}
-        _record_message(
-            message,
-            task_id=str(headers.get("id") or ""),
-            task_name=str(headers.get("task") or "undecodable"),
-            path="undecodable",
-            code="UNDECODABLE",
-            why=f"{type(exc).__name__} decoding a {message.content_type!r} message",
-        )
-        super().on_decode_error(message, exc)
-
-
-def _record_message(
-    message: Any, *, task_id: str, task_name: str, path: str, code: str, why: str
-) -> None:
-    body = getattr(message, "body", b"")
-    if isinstance(body, bytes):
-        body = body.decode("utf-8", "replace")
-    headers = getattr(message, "headers", None) or {}
-    delivery = getattr(message, "delivery_tag", None)
-    try:
-        dead_letters.record(
-            task_id=task_id or f"message:{delivery or id(message)}",
-            task_name=task_name,
-            args=[],
-            kwargs={},
-            path=path,
-            error_code=code,
-            message=why,
-            correlation_id=headers.get(HEADER),
-            options={"body": str(body)[:MAX_BODY], "content_type": message.content_type},
-        )
-    except Exception as error:
-        log.error("dead_letter.not_recorded", path=path, error=type(error).__name__)

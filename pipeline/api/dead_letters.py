@@ -30,7 +30,11 @@ class DeadLetterSummary(BaseModel):
     task_name: str
     task_id: str
     path: str = Field(
-        description="failure | rejected | time_limit | worker_lost | undecodable | unknown_task"
+        description=(
+            "failure | rejected | time_limit | worker_lost; a message no task can run: "
+            "not_an_envelope | undecodable | refused_content | no_task_name | unknown_task | "
+            "invalid_task | unprocessable"
+        )
     )
     error_code: str
     message: str

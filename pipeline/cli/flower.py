@@ -48,4 +48,8 @@ def run(args: argparse.Namespace) -> int:
     port = args.port or get_settings().flower_port
     from workers.app import app
 
+    # Flower picks its client for queue lengths by the scheme of Celery's broker URL, which
+    # the worker's transport (`workers.broker_transport`, a `module:Class` path) would hide;
+    # Flower consumes events only, never tasks, so kombu's own transport serves it.
+    app.conf.broker_transport = None
     return int(app.start(["flower", f"--port={port}", f"--address={args.address}"]) or 0)

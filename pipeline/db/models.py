@@ -327,7 +327,9 @@ class DeadLetter(Base):
     tenant_id: Mapped[int | None] = mapped_column(BigInteger)
     run_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     item_id: Mapped[int | None] = mapped_column(BigInteger)
-    # failure | rejected | time_limit | worker_lost | undecodable | unknown_task
+    # failure | rejected | time_limit | worker_lost, or a message no task can run:
+    # not_an_envelope | undecodable | refused_content | no_task_name | unknown_task |
+    # invalid_task | unprocessable (pipeline.dead_letters.UNRUNNABLE)
     path: Mapped[str] = mapped_column(String(32))
     error_code: Mapped[str] = mapped_column(String(64))
     message: Mapped[str] = mapped_column(Text, default="")

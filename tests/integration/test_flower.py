@@ -145,3 +145,11 @@ def test_flower_refuses_to_start_without_a_password(integration_env: dict[str, s
     assert result.returncode == 2
     assert "FLOWER_PASSWORD is not set" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_flower_reads_the_queue_lengths_from_the_redis_broker(flower: Flower) -> None:
+    """Flower picks its broker client by the URL scheme Celery's connection reports: the
+    worker's poison-proof transport must not hide that the broker is Redis."""
+    queues = flower.json("/api/queues/length")["active_queues"]
+    assert {queue["name"] for queue in queues} >= {"critical", "default", "export"}
+    assert all(isinstance(queue["messages"], int) for queue in queues)

@@ -33,3 +33,21 @@ def test_only_json_crosses_the_broker() -> None:
     config = celery_config(load_settings())
     assert config["accept_content"] == ["json"]
     assert config["task_serializer"] == config["result_serializer"] == "json"
+
+
+def test_a_redis_broker_reads_envelopes_safely_and_a_consumer_keeps_poison() -> None:
+    """`redis://` gets the transport that hands unreadable bytes to the consumer (plain
+    URLs still work); other brokers keep their own transport."""
+    from kombu import Connection
+
+    config = celery_config(load_settings(broker_url="redis://127.0.0.1:6379/0"))
+    assert config["broker_transport"] == "workers.broker_transport:Transport"
+    assert config["worker_consumer"] == "workers.consumer:DeadLetterConsumer"
+    connection = Connection(config["broker_url"], transport=config["broker_transport"])
+    assert (connection.hostname, connection.port, connection.virtual_host) == (
+        "127.0.0.1",
+        6379,
+        "0",
+    )
+    for other in ("memory://", "amqp://guest:guest@127.0.0.1:5672//"):
+        assert celery_config(load_settings(broker_url=other))["broker_transport"] is None

@@ -168,6 +168,7 @@ def test_override_exempt_flag_wins_over_csv_list(monkeypatch: pytest.MonkeyPatch
         ("CB_HALF_OPEN_MAX_CALLS", "0"),
         ("HTTP_CONNECT_TIMEOUT_S", "0"),
         ("ENABLE_LUSHA_FALLBACK", "maybe"),
+        ("DEAD_LETTER_SPOOL_MAX", "0"),
     ],
 )
 def test_bad_value_raises_settings_error_naming_variable(
