@@ -17,9 +17,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from pipeline import metrics
 from pipeline.db.engine import session_scope
-from pipeline.db.models import Deferral, DeferralStatus, Run, utcnow
+from pipeline.db.models import Deferral, DeferralStatus, Run, RunItem, utcnow
 from pipeline.errors import CircuitOpenError, RetriesExhaustedError, VendorError
+from pipeline.progress import with_event
 
 LIVE = (DeferralStatus.WAITING, DeferralStatus.HEALING)
 
@@ -84,6 +86,11 @@ def settle(
     for vendor in healed:
         row = rows[vendor]
         row.status, row.healed_at, row.updated_at = DeferralStatus.HEALED, now, now
+    if healed:
+        item = session.get_one(RunItem, item_id)
+        item.healed_at = now
+        item.history = with_event(item.history or [], {"event": "healed", "vendors": healed})
+        metrics.count_healed(rows[healed[0]].kind, healed)
     return healed
 
 
@@ -155,6 +162,20 @@ def release_stale(now: datetime) -> int:
             .values(status=DeferralStatus.WAITING, updated_at=now)
         )
         return int(back.rowcount)  # type: ignore[attr-defined]
+
+
+def waiting_of(item_ids: list[int]) -> dict[int, dict[str, str]]:
+    """For each item, the vendors it still waits for (vendor → reason)."""
+    found: dict[int, dict[str, str]] = {}
+    with session_scope() as session:
+        rows = session.execute(
+            select(Deferral.item_id, Deferral.vendor, Deferral.reason).where(
+                Deferral.item_id.in_(item_ids), Deferral.status.in_(LIVE)
+            )
+        ).all()
+    for item_id, vendor, reason in rows:
+        found.setdefault(int(item_id), {})[str(vendor)] = str(reason)
+    return found
 
 
 def counts(run_id: uuid.UUID) -> dict[str, int]:

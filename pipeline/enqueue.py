@@ -184,7 +184,7 @@ def enqueue_export(
     """Export the companies an enrichment run processed to the tenant's ERP; returns the new
     export run's id at once (the export run's `parent_run_id` is the enrichment run)."""
     tenant, source = _source_run(tenant_id, run_id)
-    keys = [f"company:{cid}" for cid in _enriched_company_ids(source)]
+    keys = [f"company:{cid}" for cid in enriched_company_ids(source)]
     if not keys:
         raise InputError(f"run {source.run.id} has no enriched companies to export")
     return _start_stage(RunKind.EXPORT, tenant, source, keys, then, correlation_id, follows)
@@ -203,14 +203,15 @@ def enqueue_crm_sync(
     from pipeline.companies import contact_ids_of_companies
 
     tenant, source = _source_run(tenant_id, run_id)
-    company_ids = _enriched_company_ids(source)
+    company_ids = enriched_company_ids(source)
     keys = [f"contact:{cid}" for cid in contact_ids_of_companies(tenant, company_ids)]
     if not keys:
         raise InputError(f"run {source.run.id} found no contacts to sync")
     return _start_stage(RunKind.CRM_SYNC, tenant, source, keys, then, correlation_id, follows)
 
 
-def _enriched_company_ids(source: runs.RunView) -> list[int]:
+def enriched_company_ids(source: runs.RunView) -> list[int]:
+    """The companies an enrichment run processed (succeeded or degraded)."""
     processed = (ItemStatus.SUCCEEDED, ItemStatus.DEGRADED)
     return [
         int(item.item_key.split(":")[1])

@@ -8,6 +8,7 @@ own `options` (in the context), fixed when the run was enqueued.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from pipeline.db.models import ItemStatus
@@ -57,6 +58,50 @@ def reasons_for(exc: VendorError) -> list[str]:
         return [step_reason]
     circuit = f"CIRCUIT_OPEN:{exc.vendor}"
     return [circuit] if exc.vendor in CONTACT_VENDORS else [step_reason, circuit]
+
+
+def defer(ctx: Context, vendor: str, reason: str) -> Context:
+    """A copy of `ctx` noting that `vendor`'s work waits for it to be back (healing)."""
+    return {**ctx, "deferred": {**(ctx.get("deferred") or {}), vendor: reason}}
+
+
+# Healing: which steps hold a vendor's work, and which reasons each step writes.
+STEPS_OF_VENDOR = {
+    "crawler": ("crawl_site", "search_web"),
+    "search": ("search_web",),
+    "apify_linkedin": ("find_contacts:primary", "find_contacts:fallback"),
+    "lusha": ("find_contacts:primary", "find_contacts:fallback"),
+    "zerobounce": ("verify_emails",),
+}
+REASONS_OF_STEP = {
+    "crawl_site": ("CRAWL_ERROR", "CRAWL_THIN", "CIRCUIT_OPEN:crawler"),
+    "search_web": ("TAVILY_FAIL", "CIRCUIT_OPEN:search"),
+    "find_contacts:primary": (
+        "APIFY_LINKEDIN_FAIL",
+        "LUSHA_FAIL",
+        "CIRCUIT_OPEN:apify_linkedin",
+        "CIRCUIT_OPEN:lusha",
+    ),
+    "verify_emails": ("ZEROBOUNCE_DEFER", "CIRCUIT_OPEN:zerobounce"),
+}
+STEP_ORDER = (
+    "crawl_site",
+    "search_web",
+    "find_contacts:primary",
+    "find_contacts:fallback",
+    "verify_emails",
+    "record_item",
+)
+
+
+def heal_plan(vendors: Iterable[str], reasons: Iterable[str]) -> tuple[list[str], list[str]]:
+    """The steps that redo `vendors`' deferred work (new contacts are always verified, and
+    the item recorded), and the item's reasons that stand meanwhile: those of steps not
+    redone. A redone step writes its reasons again if it falls short again."""
+    wanted = {step for vendor in vendors for step in STEPS_OF_VENDOR.get(vendor, ())}
+    steps = [s for s in STEP_ORDER if s in wanted or s in ("verify_emails", "record_item")]
+    dropped = {r for step in wanted for r in REASONS_OF_STEP.get(step, ())}
+    return steps, [r for r in reasons if r not in dropped]
 
 
 def crawl_fell_short(ctx: Context) -> bool:

@@ -17,6 +17,9 @@ Run by beat every `RECONCILE_INTERVAL_S` (`tasks.maintenance.reconcile`) and by 
 4. **Runs** — an open run whose items are all finished is closed; stage hand-offs that a
    crash or a down broker lost are made good (`pipeline.stages.sweep_pipelines`).
 5. **Dead letters** reported while the database was down (spooled in Redis) are written.
+6. **Healing** — work deferred while a vendor was down is redone once it is back
+   (`pipeline.healing`); breakers a Redis reset forgot are re-opened from
+   `breaker_events` (`pipeline.breakers.restore`).
 
 What it sends goes through `Dispatch`, and what it sees of the broker through
 `BrokerView`: both given by the adapter that runs it (`tasks.maintenance`), so this core
@@ -37,8 +40,10 @@ import structlog
 from sqlalchemy import exists, select, text
 
 from pipeline import dead_letters, metrics, progress, runs, stages
+from pipeline.breakers.restore import restore_open_breakers
 from pipeline.db.engine import engine_for, session_scope
 from pipeline.db.models import OPEN_ITEM_STATUSES, Run, RunItem, RunKind, RunStatus, utcnow
+from pipeline.healing import Healer, HealReport
 from pipeline.reconciler_marks import RedisEpoch, marks, write_mark
 from pipeline.settings import Settings
 
@@ -76,6 +81,8 @@ class ReconcileReport:
     runs_closed: int = 0
     handoffs: int = 0
     spooled: int = 0  # dead letters written from the spool kept while the database was down
+    breakers_restored: int = 0  # re-opened from breaker_events after their Redis reset
+    heal: HealReport = field(default_factory=HealReport)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -87,12 +94,21 @@ class ReconcileReport:
             "runs_closed": self.runs_closed,
             "handoffs": self.handoffs,
             "spooled": self.spooled,
+            "breakers_restored": self.breakers_restored,
+            "heal": self.heal.as_dict(),
         }
 
 
 class Reconciler:
-    def __init__(self, settings: Settings, broker: BrokerView, dispatch: Dispatch) -> None:
-        self.settings, self.broker, self.dispatch = settings, broker, dispatch
+    def __init__(
+        self,
+        settings: Settings,
+        broker: BrokerView,
+        dispatch: Dispatch,
+        *,
+        healer: Healer | None = None,
+    ) -> None:
+        self.settings, self.broker, self.dispatch, self.healer = settings, broker, dispatch, healer
 
     def run(self, *, now: datetime | None = None, tenant_id: int | None = None) -> ReconcileReport:
         report = ReconcileReport()
@@ -101,10 +117,15 @@ class Reconciler:
                 report.skipped = True
                 return report
             now = now or utcnow()
-            report.resets = [e.name for e in self.broker.epochs() if e.check(now) is not None]
+            reset = [e for e in self.broker.epochs() if e.check(now) is not None]
+            report.resets = [epoch.name for epoch in reset]
+            if any(epoch.url == self.settings.redis_url for epoch in reset):
+                report.breakers_restored = restore_open_breakers(now)
             report.spooled = dead_letters.drain_spool()
             self._redrive(now, tenant_id, report)
             report.runs_closed = close_finished_runs(now, tenant_id=tenant_id)
+            if self.healer is not None:
+                report.heal = self.healer.run(now, tenant_id=tenant_id)
             report.handoffs = stages.sweep_pipelines(
                 now=now,
                 tenant_id=tenant_id,

@@ -53,8 +53,8 @@ def marks(prefix: str) -> dict[str, ReconcilerMark]:
 class RedisEpoch:
     """The epoch kept in one Redis (`name`: what that Redis is to us, e.g. `broker`)."""
 
-    def __init__(self, name: str, client: redis.Redis, key: str) -> None:
-        self.name, self.client, self.key = name, client, key
+    def __init__(self, name: str, client: redis.Redis, key: str, *, url: str = "") -> None:
+        self.name, self.client, self.key, self.url = name, client, key, url
 
     def check(self, now: datetime) -> datetime | None:
         """When this Redis was found to have restarted empty (now), or None. A Redis that

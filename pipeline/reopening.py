@@ -8,8 +8,9 @@ so a reason is never simply overwritten.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select, update
 
@@ -35,9 +36,11 @@ def reopen_items(
     to: ItemStatus = ItemStatus.PENDING,
     statuses: Iterable[ItemStatus] = REPLAYABLE,
     event: str = "reopened",
+    note: Mapping[str, Any] | None = None,
 ) -> list[ReopenedItem]:
     """Reopen the run's items (all of them, or these) whose status is one of `statuses`: they
-    become `to`, their reasons go to their history under `event`, and the run opens again.
+    become `to`, their status and reasons go to their history under `event` (with `note`),
+    and the run opens again.
     Items in other states are left alone (a replay never redoes what succeeded). Returns
     the reopened items as they were, so a replay that cannot be sent can put them back
     (`restore_items`)."""
@@ -60,7 +63,12 @@ def reopen_items(
                     redrives=0,  # another go on purpose: a fresh re-drive budget
                     history=progress.with_event(
                         item.history or [],
-                        {"event": event, "status": item.status, "reasons": item.degraded_reasons},
+                        {
+                            "event": event,
+                            "status": item.status,
+                            "reasons": item.degraded_reasons,
+                            **(note or {}),
+                        },
                     ),
                 )
             )

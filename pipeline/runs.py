@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,8 +21,10 @@ from sqlalchemy import case, event, func, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from pipeline import deferrals
 from pipeline.db.engine import joined, session_scope
 from pipeline.db.models import ItemStatus, Run, RunItem, RunKind, RunStatus, VendorCall, utcnow
+from pipeline.db.upsert import insert_for
 from pipeline.errors import InputError
 
 log = structlog.get_logger(__name__)
@@ -92,6 +94,41 @@ def create_run(
             raise
         return found  # a concurrent start of the same stage won
     return run.id
+
+
+def add_items(run_id: uuid.UUID, keys: Iterable[str]) -> int:
+    """Add items for `keys` to a run (a key it has already is skipped); the run opens again
+    until they finish too. How many were added."""
+    rows = [{"run_id": run_id, "item_key": key} for key in dict.fromkeys(keys)]
+    if not rows:
+        return 0
+    with session_scope() as session:
+        statement = insert_for(session, RunItem).values(
+            [
+                {
+                    **row,
+                    "status": ItemStatus.PENDING,
+                    "degraded_reasons": "",
+                    "attempts": 0,
+                    "redrives": 0,
+                    "history": [],
+                    "created_at": utcnow(),
+                    "updated_at": utcnow(),
+                    "progress_at": utcnow(),
+                }
+                for row in rows
+            ]
+        )
+        added = session.execute(
+            statement.on_conflict_do_nothing(index_elements=["run_id", "item_key"])
+        ).rowcount  # type: ignore[attr-defined]
+        if added:
+            run = session.get_one(Run, run_id, with_for_update=True)
+            run.items_total += added
+            if run.finished_at is not None:  # it had closed: its next close is a re-close
+                run.replays += 1
+            run.status, run.finished_at = RunStatus.RUNNING, None
+        return int(added)
 
 
 def run_exists(run_id: uuid.UUID) -> bool:
@@ -188,13 +225,20 @@ def finish_item(
     status: ItemStatus,
     reasons: Iterable[str] = (),
     *,
+    deferred: Mapping[str, str] | None = None,
     session: Session | None = None,
 ) -> Run | None:
     """Give an item its final status and reasons; returns the run if this was its last open
-    item (the run is then closed, and only this caller gets it). See `mark_item_finished`."""
+    item (the run is then closed, and only this caller gets it). See `mark_item_finished`.
+    `deferred` (vendor → reason): the vendors whose work it now waits for, to be healed
+    (`pipeline.deferrals.settle`; None leaves its deferrals as they are)."""
     with joined(session) as db:
         run_id = mark_item_finished(item_id, status, reasons, session=db)
-        return count_item_done(run_id, session=db) if run_id is not None else None
+        if run_id is None:
+            return None
+        if deferred is not None:
+            deferrals.settle(db, item_id, run_id, deferred)
+        return count_item_done(run_id, session=db)
 
 
 def mark_item_finished(
@@ -240,6 +284,16 @@ def disable_export(run_id: uuid.UUID, why: str) -> None:
             update(Run)
             .where(Run.id == run_id)
             .values(export_disabled=True, export_disabled_reason=why)
+        )
+
+
+def enable_export(run_id: uuid.UUID) -> None:
+    """The ERP is back for a disabled export's healing: it may write again."""
+    with session_scope() as session:
+        session.execute(
+            update(Run)
+            .where(Run.id == run_id)
+            .values(export_disabled=False, export_disabled_reason=None)
         )
 
 

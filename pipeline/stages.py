@@ -29,24 +29,34 @@ from typing import Any
 import structlog
 from sqlalchemy import select, update
 
-from pipeline import runs
+from pipeline import deferrals, runs
+from pipeline.companies import contact_ids_of_companies
 from pipeline.db.engine import session_scope
-from pipeline.db.models import Run, RunStatus, utcnow
+from pipeline.db.models import Run, RunKind, RunStatus, utcnow
 from pipeline.errors import DependencyUnavailableError, InputError
+from pipeline.reopening import reopen_items
 
 log = structlog.get_logger(__name__)
 CLOSED = (RunStatus.SUCCEEDED, RunStatus.DEGRADED, RunStatus.FAILED)
 
 
 def start_next_stage(run_id: uuid.UUID) -> None:
+    """A run closed: start its pipeline's next stage — or, when an enrichment run closes
+    again after items were healed or replayed, give the stages that followed it what
+    changed (`feed_followers`)."""
     view = runs.get_run(run_id)
-    if view is None or view.run.handed_off_at is not None:
+    if view is None:
         return
     run = view.run
+    if run.handed_off_at is not None:
+        if run.kind == RunKind.ENRICHMENT and run.replays:
+            feed_followers(view)
+        return
     then: list[str] = list((run.options or {}).get("then") or [])
     if not then:
         return
-    if run.status == RunStatus.FAILED:
+    if run.status == RunStatus.FAILED and not deferrals.counts(run.id).get("waiting"):
+        # failed, and not for a vendor that will come back (healing): the pipeline stops
         if runs.mark_handed_off(run.id):
             _note(run, f"PIPELINE_STOPPED:{run.kind}_failed")
         return
@@ -68,6 +78,54 @@ def start_next_stage(run_id: uuid.UUID) -> None:
     if runs.mark_handed_off(run.id):
         for reason in skipped:
             _note(run, reason)
+
+
+def feed_followers(source: runs.RunView) -> int:
+    """Top up the stages after an enrichment run that closed again: each gets items for what
+    it lacks (contacts found, companies processed since) and re-does the companies whose
+    enrichment changed after it wrote them (an export carries the verified email); each
+    stage fed is reopened and sent. Idempotent: what a stage has is not added twice.
+    Returns the stages fed."""
+    from pipeline.enqueue import enriched_company_ids, send_run
+
+    company_ids = enriched_company_ids(source)
+    changed_at = {item.item_key: item.updated_at for item in source.items}
+    fed = 0
+    stage_id = runs.follower_of(source.run.id)
+    while stage_id is not None:
+        stage = runs.get_run(stage_id)
+        if stage is None:
+            break
+        if stage.run.kind == RunKind.CRM_SYNC:
+            wanted = [
+                f"contact:{c}" for c in contact_ids_of_companies(source.run.tenant_id, company_ids)
+            ]
+            stale: list[int] = []
+        else:
+            wanted = [f"company:{c}" for c in company_ids]
+            stale = [
+                item.id
+                for item in stage.items
+                if item.status in runs.TERMINAL
+                and item.item_key in changed_at
+                and changed_at[item.item_key] > item.updated_at
+            ]
+        have = {item.item_key for item in stage.items}
+        added = runs.add_items(stage_id, [key for key in wanted if key not in have])
+        reopened = reopen_items(stage_id, stale, statuses=runs.TERMINAL, event="source_changed")
+        if added or reopened:
+            log.info(
+                "pipeline.stage_fed", run_id=str(stage_id), added=added, reopened=len(reopened)
+            )
+            send_run(
+                stage.run.kind,
+                stage_id,
+                stage.run.correlation_id or uuid.uuid4().hex,
+                fail_if_unsent=False,
+            )
+            fed += 1
+        stage_id = runs.follower_of(stage_id)
+    return fed
 
 
 def sweep_pipelines(

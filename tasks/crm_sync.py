@@ -137,7 +137,7 @@ class RunSync:
         }
 
     def _finish(self, item: RunItem, status: ItemStatus, reasons: list[str] | None = None) -> None:
-        runs.finish_item(item.id, status, reasons or [])
+        runs.finish_item(item.id, status, reasons or [], deferred={})  # written: nothing waits
         self.finished.add(item.id)
 
 
@@ -234,8 +234,11 @@ def _come_back(
 def _stop(sync: RunSync, reason: str) -> int:
     """The CRM cannot take more (credentials refused, or down past the retry policy)."""
     log.warning("crm_sync.stopped", reason=reason)
+    # The CRM down or holding us back passes: those records wait for it (healing). Refused
+    # credentials need a person, not time.
+    deferred = {"crm": reason} if reason.startswith("CRM_UNAVAILABLE") else None
     for item in sync.remaining:
-        runs.finish_item(item.id, ItemStatus.FAILED, [reason])
+        runs.finish_item(item.id, ItemStatus.FAILED, [reason], deferred=deferred)
     return len(sync.finished)
 
 

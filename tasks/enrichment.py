@@ -22,22 +22,24 @@ states instead of a chord, whose callback never runs if one header task is lost.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 import structlog
 from celery import Signature, chain
 from celery.exceptions import Reject
 
-from pipeline import companies, progress, runs
+from pipeline import companies, deferrals, progress, runs
 from pipeline.db.engine import session_scope
 from pipeline.db.models import ItemStatus
+from pipeline.deferrals import is_passing
 from pipeline.enrichment_rules import (
     EMPTY_COMPANY,
     Context,
     annotate,
     contact_fallback_possible,
     contact_vendor,
+    defer,
     item_status,
     precondition,
     reasons_for,
@@ -78,8 +80,13 @@ class EnrichmentStep(ResilientTask):
         return False
 
     def give_up(self, exc: VendorError, ctx: Context, *args: Any, **kwargs: Any) -> Context:
-        for reason in reasons_for(exc):
+        """Write down why, and go on; a vendor condition that passes also defers the work
+        to that vendor, to be redone once it is back (`pipeline.healing`)."""
+        reasons = reasons_for(exc)
+        for reason in reasons:
             ctx = annotate(ctx, reason)
+        if is_passing(exc):
+            ctx = defer(ctx, exc.vendor, reasons[-1])
         return ctx
 
     def on_failure(self, exc: Any, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
@@ -129,16 +136,26 @@ def step_name(task_name: str, role: str | None = None) -> str:
     return f"{short}:{role}" if role else short
 
 
-def enrichment_chain(ctx: Context, *, start: str = "crawl_site") -> Signature:
+def enrichment_chain(
+    ctx: Context, *, start: str = "crawl_site", only: Collection[str] | None = None
+) -> Signature:
     """The steps one company goes through (a step the run's options rule out is left out),
-    from `start` on, the first given `ctx`."""
+    from `start` on — or `only` the steps named — the first given `ctx`."""
     steps = [crawl_site.s(), search_web.s(), find_contacts.s(role="primary")]
     if contact_fallback_possible(ctx["options"]):
         steps.append(find_contacts.s(role="fallback"))
     steps += [verify_emails.s(), record_item.s()]
     names = [step_name(s.task, s.kwargs.get("role")) for s in steps]
     rest = steps[names.index(start) :]
+    if only is not None:
+        rest = [step for step, name in zip(steps, names, strict=True) if name in only]
     return chain(rest[0].clone(args=(ctx,)), *rest[1:])
+
+
+def heal_chain(steps: Collection[str], ctx: Context) -> None:
+    """Send a degraded item's missing steps again (`pipeline.healing.heal_plan`), the item
+    reopened and `ctx` rebuilt from what is stored about it."""
+    enrichment_chain(ctx, only=steps).apply_async()
 
 
 def resume_chain(step: str, ctx: Context) -> None:
@@ -239,6 +256,7 @@ def record_item(self: EnrichmentStep, ctx: Context) -> dict[str, Any]:
         run_id = runs.mark_item_finished(ctx["item_id"], status, reasons, session=session)
         if run_id is None:  # a repeated delivery: the item was recorded already
             return {"item_id": ctx["item_id"], "status": "already-recorded"}
+        deferrals.settle(session, ctx["item_id"], run_id, ctx.get("deferred") or {})
         companies.save_enrichment(
             ctx["tenant_id"],
             ctx["company"]["id"],

@@ -22,6 +22,7 @@ import structlog
 from pipeline import runs
 from pipeline.companies import companies_by_id, contacts_of
 from pipeline.db.models import ItemStatus
+from pipeline.deferrals import is_passing
 from pipeline.errors import (
     CircuitOpenError,
     LeaseLostError,
@@ -223,6 +224,10 @@ def _disable(run_id: str, items: list[Any], exc: PipelineError) -> int:
     reason = f"EXPORT_DISABLED:{exc.code}"
     log.warning("export.disabled", run_id=run_id, error_code=exc.code)
     runs.disable_export(uuid.UUID(run_id), exc.message)
+    # An ERP that is down passes: the rest waits for it (healing). A refused login or a
+    # missing database needs a person.
+    passing = isinstance(exc, VendorError) and is_passing(exc)
+    deferred = {"erp": reason} if passing else None
     for item in items:
-        runs.finish_item(item.id, ItemStatus.DEGRADED, [reason])
+        runs.finish_item(item.id, ItemStatus.DEGRADED, [reason], deferred=deferred)
     return 0

@@ -11,12 +11,14 @@ from kombu.exceptions import ChannelError, OperationalError
 
 from pipeline import progress
 from pipeline.enqueue import RUN_TASKS, send_run
+from pipeline.healing import Healer, vendor_back
 from pipeline.reconciler import Reconciler, ReconcileReport
 from pipeline.reconciler_marks import RedisEpoch
 from pipeline.redis_client import redis_for
 from pipeline.settings import Settings, get_settings
 from pipeline.stages import sweep_pipelines as sweep
-from tasks.enrichment import resume_chain
+from pipeline.vendors.registry import GUARDED_VENDORS
+from tasks.enrichment import heal_chain, resume_chain
 from workers.app import ROUTES, app
 
 log = structlog.get_logger(__name__)
@@ -52,16 +54,19 @@ class CeleryBroker:
         for name, url in named.items():
             if url.startswith(("redis://", "rediss://")) and url not in seen.values():
                 seen[name] = url
-        return [RedisEpoch(name, redis_for(url), key) for name, url in seen.items()]
+        return [RedisEpoch(name, redis_for(url), key, url=url) for name, url in seen.items()]
 
 
 class CeleryDispatch:
-    """How the reconciler sends work again: an enrichment item from its checkpoint step, a
-    run through its run task."""
+    """How the reconciler sends work again: an enrichment item from its checkpoint step (or
+    just its missing steps, to heal it), a run through its run task."""
 
     def resume(self, item: progress.OpenItem) -> None:
         assert item.step and item.checkpoint
         resume_chain(item.step, item.checkpoint)
+
+    def heal_steps(self, steps: list[str], ctx: dict[str, Any]) -> None:
+        heal_chain(steps, ctx)
 
     def resend_run(self, kind: str, run_id: uuid.UUID) -> None:
         send_run(kind, run_id, uuid.uuid4().hex, fail_if_unsent=False)
@@ -69,7 +74,9 @@ class CeleryDispatch:
 
 def reconciler(settings: Settings | None = None) -> Reconciler:
     settings = settings or get_settings()
-    return Reconciler(settings, CeleryBroker(app, settings), CeleryDispatch())
+    dispatch = CeleryDispatch()
+    healer = Healer(settings, dispatch, vendor_back=vendor_back, vendors=GUARDED_VENDORS)
+    return Reconciler(settings, CeleryBroker(app, settings), dispatch, healer=healer)
 
 
 @app.task(name="tasks.maintenance.reconcile", ignore_result=True, acks_late=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import datetime
+
+from sqlalchemy import func, select
 
 from pipeline.breakers.events import BreakerTransition
 from pipeline.db.engine import session_scope
@@ -28,3 +30,19 @@ def breaker_events(tenant_id: int, vendor: str | None = None) -> list[BreakerEve
         if vendor is not None:
             query = query.where(BreakerEvent.vendor == vendor)
         return list(session.scalars(query.order_by(BreakerEvent.at, BreakerEvent.id)))
+
+
+def last_transitions(since: datetime) -> list[BreakerEvent]:
+    """Each (tenant, vendor)'s latest transition, among those since `since`."""
+    with session_scope() as session:
+        latest = (
+            select(
+                BreakerEvent.tenant_id, BreakerEvent.vendor, func.max(BreakerEvent.id).label("id")
+            )
+            .where(BreakerEvent.at >= since)
+            .group_by(BreakerEvent.tenant_id, BreakerEvent.vendor)
+            .subquery()
+        )
+        return list(
+            session.scalars(select(BreakerEvent).join(latest, BreakerEvent.id == latest.c.id))
+        )

@@ -62,6 +62,11 @@ ITEMS_REDRIVEN = Counter(
     "Open items the reconciler re-drove because their message was lost, by run kind.",
     ["kind"],
 )
+ITEMS_HEALED = Counter(
+    "pipeline_items_healed",
+    "Deferred work redone once its vendor was back, by run kind and vendor.",
+    ["kind", "vendor"],
+)
 # Written by the reconciler's pass, in whichever process ran it: the last pass is the truth.
 ITEMS_OVERDUE = Gauge(
     "pipeline_items_overdue",
@@ -85,6 +90,7 @@ DEFINED = (
     RUNS,
     DEGRADED_REASONS,
     ITEMS_REDRIVEN,
+    ITEMS_HEALED,
     ITEMS_OVERDUE,
     RECONCILED_AT,
 )
@@ -139,3 +145,9 @@ def record_reconcile(
             ITEMS_REDRIVEN.labels(kind).inc(redriven[kind])
         ITEMS_OVERDUE.labels(kind).set(overdue.get(kind, 0))
     RECONCILED_AT.set(finished_at)
+
+
+def count_healed(kind: str, vendors: Iterable[str]) -> None:
+    """An item's deferred work for `vendors` was redone."""
+    for vendor in vendors:
+        ITEMS_HEALED.labels(kind, vendor).inc()

@@ -9,7 +9,6 @@ machine's own Postgres is never touched.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -17,11 +16,11 @@ from typing import Any
 import pytest
 import redis
 
-from pipeline import enqueue_enrichment, runs
+from pipeline import runs
 from pipeline.db.migrate import upgrade
 from pipeline.settings import load_settings
 from pipeline.simulator import Simulator
-from tests.integration.test_enrichment import company
+from tests.integration.test_reconciler import unsent_run
 from tests.support.processes import PrivatePostgres, Worker, wait_until
 from tests.support.stack import environment, own_redis_url
 from workers.app import create_app
@@ -75,7 +74,8 @@ def test_a_postgres_outage_mid_run_loses_nothing(
     try:
         worker.wait_ready(app)
         simulator.set_fault(vendor="crawler", tenant=tenant, latency_ms=150)
-        run_id: uuid.UUID = enqueue_enrichment(tenant, [company(i, tenant) for i in range(n)])
+        run_id, _ = unsent_run(tenant, n)  # in the private database
+        app.send_task("tasks.enrichment.start_run", args=[str(run_id)])
         wait_until(lambda: runs.progress(run_id)[0] >= 2, timeout=60, what="the run under way")
 
         cluster.stop()  # every write and every step's progress mark now fails

@@ -37,6 +37,7 @@ def exported_series() -> dict[str, set[str]]:
     metrics.count_dead_letter("t")
     metrics.count_closed_run("enrichment", "degraded", ["CRAWL_THIN"])
     metrics.record_reconcile({"enrichment": 1}, {"export": 2}, 1_700_000_000.0)
+    metrics.count_healed("enrichment", ["zerobounce"])
     registry = CollectorRegistry()
     for collector in metrics.DEFINED:
         registry.register(collector)
