@@ -259,3 +259,25 @@ def test_open_breakers_survive_a_redis_that_restarts_empty(
             assert abs((restored_at - opened_at).total_seconds()) < 0.01, "its cool-off runs on"
     finally:
         state.stop()
+
+
+def test_an_item_waiting_for_two_vendors_heals_one_and_keeps_waiting_for_the_other(
+    simulator: Simulator, tenant: int
+) -> None:
+    simulator.set_fault(vendor="crawler", tenant=tenant, down=True)
+    simulator.set_fault(vendor="search", tenant=tenant, down=True)
+    simulator.set_fault(vendor="zerobounce", tenant=tenant, down=True)
+    first = enqueue_enrichment(tenant, [company(1, tenant)])
+    (item,) = finished(first).items
+    assert {d.vendor for d in deferred_of(first)} == {"crawler", "search", "zerobounce"}
+
+    simulator.set_fault(vendor="zerobounce", tenant=tenant)  # only verification is back
+    cooled_off(tenant, "zerobounce")
+    reconciler().run(tenant_id=tenant)
+
+    (healed,) = closed_again(first).items
+    assert healed.status == "degraded" and healed.healed_at is not None
+    reasons = healed.degraded_reasons.split(",")
+    assert "ZEROBOUNCE_DEFER" not in reasons and "CRAWL_ERROR" in reasons
+    status = {d.vendor: d.status for d in deferred_of(first)}
+    assert status == {"crawler": "waiting", "search": "waiting", "zerobounce": "healed"}
