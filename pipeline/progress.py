@@ -18,10 +18,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import exists, func, select, update
 
 from pipeline.db.engine import session_scope
 from pipeline.db.models import OPEN_ITEM_STATUSES, ItemStatus, Run, RunItem, utcnow
@@ -56,15 +56,21 @@ def mark_step(
         return bool(marked.rowcount)  # type: ignore[attr-defined]
 
 
-def touch_open_items(run_id: uuid.UUID, step: str) -> int:
-    """A run task is working through its run: its open items moved now. How many are open."""
+def touch_open_items(run_id: uuid.UUID, step: str, *, fresh_s: float = 0.0) -> int:
+    """A run task is working through its run: its open items moved now. How many are open.
+    Items marked within the last `fresh_s` seconds are left as they are — a sync that comes
+    back every few seconds (rate pauses) need not rewrite thousands of rows each time."""
+    now = utcnow()
     with session_scope() as session:
-        touched = session.execute(
-            update(RunItem)
-            .where(RunItem.run_id == run_id, RunItem.status.in_(OPEN_ITEM_STATUSES))
-            .values(step=step, progress_at=utcnow())
-        )
-        return int(touched.rowcount)  # type: ignore[attr-defined]
+        still_open = RunItem.run_id == run_id, RunItem.status.in_(OPEN_ITEM_STATUSES)
+        count = int(session.scalar(select(func.count()).where(*still_open)) or 0)
+        if count:
+            session.execute(
+                update(RunItem)
+                .where(*still_open, RunItem.progress_at < now - timedelta(seconds=fresh_s))
+                .values(step=step, progress_at=now)
+            )
+        return count
 
 
 @dataclass(frozen=True)

@@ -192,7 +192,10 @@ class RunTask(ResilientTask):
             raise Reject(
                 InputError(f"{self.name}: not a run id: {given!r}"), requeue=False
             ) from None
-        if progress.touch_open_items(run_id, self.name.rsplit(".", 1)[-1]):
+        # Marks older than a tenth of the shortest lease are renewed: often enough that no
+        # working run looks quiet, seldom enough that frequent come-backs cost little.
+        fresh_s = min(get_settings().reconcile_lease_s.values()) / 10
+        if progress.touch_open_items(run_id, self.name.rsplit(".", 1)[-1], fresh_s=fresh_s):
             return True
         exists = runs.run_exists(run_id)
         log.warning(
