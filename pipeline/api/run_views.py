@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from pipeline.db.models import RunItem, RunKind, RunStatus
+from pipeline.db.models import Run, RunItem, RunKind, RunStatus
 from pipeline.run_details import RunDetails, public_history
 
 
@@ -46,6 +46,7 @@ class RunSummary(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    healed: int = Field(default=0, description="items healed at least once")
 
 
 class ItemEvent(BaseModel):
@@ -111,7 +112,6 @@ class RunDetail(RunSummary):
     recovered: int = Field(
         description="CRM sync: items a batch write refused that then succeeded one by one"
     )
-    healed: int = Field(description="items healed at least once")
     last_healed_at: datetime | None = Field(description="when an item last healed")
     redriven: int = Field(description="items the reconciler re-drove at least once")
     deferred: DeferralCounts
@@ -121,6 +121,10 @@ class RunDetail(RunSummary):
 class RunPage(BaseModel):
     runs: list[RunSummary]
     next_cursor: str | None = Field(description="pass as `cursor` for the next page")
+
+
+def run_summary(run: Run, *, healed: int) -> RunSummary:
+    return RunSummary.model_validate(run).model_copy(update={"healed": healed})
 
 
 def run_detail(details: RunDetails) -> RunDetail:

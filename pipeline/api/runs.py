@@ -20,11 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pipeline import enqueue, replay, runs
 from pipeline.api.auth import AnyCaller
 from pipeline.api.errors import ERROR_RESPONSES, invalid_field
-from pipeline.api.run_views import RunDetail, RunPage, RunSummary, run_detail
+from pipeline.api.run_views import RunDetail, RunPage, run_detail, run_summary
 from pipeline.db.models import RunKind, RunStatus
 from pipeline.enqueue import MAX_TENANT_ID, CompanyInput
 from pipeline.errors import NotFoundError
-from pipeline.run_details import with_deferrals
+from pipeline.run_details import healed_counts, with_deferrals
 
 router = APIRouter(prefix="/runs", tags=["runs"], responses=ERROR_RESPONSES)
 
@@ -168,8 +168,9 @@ def list_runs(
         before=_read_cursor(cursor) if cursor else None,
     )
     last = found[-1] if len(found) == limit else None
+    healed = healed_counts(run.id for run in found)
     return RunPage(
-        runs=[RunSummary.model_validate(run) for run in found],
+        runs=[run_summary(run, healed=healed.get(run.id, 0)) for run in found],
         next_cursor=_cursor(last.created_at, last.id) if last else None,
     )
 

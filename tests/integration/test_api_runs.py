@@ -347,6 +347,13 @@ def test_a_run_shows_what_healed_and_when_with_its_old_reasons(
         ("redriven", "redis_reset", "find_contacts:primary"),
     ]
 
+    other = seeded_run(tenant, {"company:1": (ItemStatus.SUCCEEDED, [])})
+    listed = api.get("/runs", headers=tenant_headers).json()["runs"]
+    assert [(r["id"], r["healed"]) for r in listed] == [
+        (str(other.run_id), 0),
+        (str(seeded.run_id), 1),
+    ]
+
 
 def test_a_run_with_nothing_healed_or_deferred_says_so(
     api: Any, tenant_headers: dict[str, str], tenant: int
