@@ -437,3 +437,26 @@ def test_a_runs_deferrals_are_read_in_one_query_whatever_its_size(
 
     small, large = statements_for(2), statements_for(60)
     assert 0 < small == large, (small, large)
+
+
+def test_a_replayed_item_shows_the_reasons_it_had_before(
+    api: Any, tenant_headers: dict[str, str], tenant: int
+) -> None:
+    """The history event a replay really writes (`pipeline.reopening`), read back."""
+    from pipeline.reopening import reopen_items
+    from pipeline.runs import finish_item
+
+    seeded = seeded_run(tenant, {"company:1": (ItemStatus.FAILED, ["CRM_UNAVAILABLE:TIMEOUT"])})
+    assert [item.status for item in reopen_items(seeded.run_id)] == [ItemStatus.FAILED]
+    finish_item(seeded.items["company:1"], ItemStatus.SUCCEEDED)
+
+    run = api.get(f"/runs/{seeded.run_id}", headers=tenant_headers).json()
+    assert run["status"] == "succeeded"
+    (item,) = run["items"]
+    (reopened,) = item["history"]
+    assert (reopened["event"], reopened["status"], reopened["reasons"]) == (
+        "reopened",
+        "failed",
+        ["CRM_UNAVAILABLE:TIMEOUT"],
+    )
+    assert reopened["at"] is not None and item["healed_at"] is None
