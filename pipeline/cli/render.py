@@ -1,4 +1,4 @@
-"""How runs look in a terminal (rich): used by `pipeline runs show`, `enrich --wait`, `demo`.
+"""How runs look in a terminal (rich): used by `pipeline runs show` and `enrich|sync|export --wait`.
 
 A run of hundreds of items stays readable: what healed, what is deferred and what was
 re-driven are counted in the summary; per-item detail is shown only for items that healed
@@ -10,7 +10,7 @@ from collections import Counter
 from datetime import UTC, datetime
 
 from rich.console import Group
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from pipeline.db.models import DeferralStatus, RunItem
@@ -87,7 +87,7 @@ def aftercare_summary(details: RunDetails) -> Text:
             )
             vendors = ", ".join(f"{vendor} {n}" for vendor, n in by_vendor)
             next_try = when(min(d.next_try_at for d in live))
-            text.append(f" (open for {vendors}; next try {next_try})")
+            text.append(f"\n  still open: {vendors}; next try {next_try}")
     redriven = details.redriven_items
     if redriven:
         times = sum(_redrive_count(item) for item in redriven)
@@ -97,7 +97,7 @@ def aftercare_summary(details: RunDetails) -> Text:
 
 def items_table(details: RunDetails) -> Table:
     waiting = bool(details.deferred)
-    columns = ["item", "status", "attempts", "last error", "reasons"]
+    columns: list[Column | str] = [_key_column(), "status", "attempts", "last error", "reasons"]
     table = Table(*columns, *(["waiting for"] if waiting else []), title="items")
     table.title_justify = "left"
     for item in details.view.items:
@@ -109,7 +109,7 @@ def items_table(details: RunDetails) -> Table:
             status,
             str(item.attempts),
             item.last_error_code or "",
-            Text(item.degraded_reasons),
+            Text(", ".join(_reasons(item))),
         ]
         if waiting:
             row.append(Text(", ".join(d.vendor for d in details.deferred.get(item.id, []))))
@@ -123,20 +123,21 @@ def healed_table(details: RunDetails) -> list[Table | Text]:
     healed = details.healed_items
     if not healed:
         return []
-    table = Table("item", "healed at", "was", "vendors redone", "now", title="healed items")
+    table = Table(
+        _key_column(), _time_column("healed at"), "was", "redone", "now", title="healed items"
+    )
     table.title_justify = "left"
     for item in healed[:DETAIL_ROWS]:
         found = heals(public_history(item.history))
-        healed_at = when(item.healed_at) + (f" ({len(found)} heals)" if len(found) > 1 else "")
         first = found[0] if found else None
         was = _outcome(first.was_status, first.was_reasons) if first and first.was_status else ""
-        vendors = dict.fromkeys(v for heal in found for v in heal.vendors)
+        redone = ", ".join(dict.fromkeys(v for heal in found for v in heal.vendors))
         table.add_row(
             Text(item.item_key),
-            healed_at,
+            moment(item.healed_at),
             Text(was or "(not in its history)"),
-            Text(", ".join(vendors)),
-            Text(_outcome(item.status, item.degraded_reasons.split(","))),
+            Text(redone + (f" ({len(found)} heals)" if len(found) > 1 else "")),
+            Text(_outcome(item.status, _reasons(item))),
         )
     return [table, *_more(len(healed), "healed items")]
 
@@ -146,7 +147,9 @@ def redriven_table(details: RunDetails) -> list[Table | Text]:
     redriven = details.redriven_items
     if not redriven:
         return []
-    table = Table("item", "re-drives", "last", "why", "from step", "now", title="re-driven items")
+    table = Table(
+        _key_column(), "times", _time_column("last"), "why", "from step", title="re-driven items"
+    )
     table.title_justify = "left"
     for item in redriven[:DETAIL_ROWS]:
         events = redrives_in(public_history(item.history))
@@ -154,10 +157,9 @@ def redriven_table(details: RunDetails) -> list[Table | Text]:
         table.add_row(
             Text(item.item_key),
             str(_redrive_count(item)),
-            when(last.get("at")),
+            moment(last.get("at")),
             Text(last.get("why") or ""),
             Text(last.get("step") or ""),
-            Text(item.status, style=STATUS_STYLE.get(item.status, "")),
         )
     return [table, *_more(len(redriven), "re-driven items")]
 
@@ -172,11 +174,28 @@ def run_details(details: RunDetails, *, with_items: bool = True) -> Group:
 
 
 def when(at: datetime | None) -> str:
-    """A moment in UTC, to the second."""
+    """A moment in UTC, to the second, saying so."""
+    return f"{moment(at)} UTC" if at is not None else "?"
+
+
+def moment(at: datetime | None) -> str:
+    """A moment in UTC, to the second (in a column that says UTC)."""
     if at is None:
         return "?"
     aware = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
-    return aware.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return aware.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _key_column() -> Column:
+    return Column("item", no_wrap=True)
+
+
+def _time_column(name: str) -> Column:
+    return Column(f"{name} (UTC)", no_wrap=True)
+
+
+def _reasons(item: RunItem) -> list[str]:
+    return [r for r in item.degraded_reasons.split(",") if r]
 
 
 def _count(n: int, what: str) -> str:

@@ -45,7 +45,9 @@ def register(sub: Any) -> None:
         stage.set_defaults(run=stage_command, stage=name)
 
     show = sub.add_parser("runs", help="runs").add_subparsers(dest="runs_cmd", required=True)
-    cmd = show.add_parser("show", help="a run, its items and their reasons")
+    cmd = show.add_parser(
+        "show", help="a run, its items and reasons; what healed, is deferred, was re-driven"
+    )
     cmd.add_argument("run_id")
     cmd.set_defaults(run=show_command)
 

@@ -181,17 +181,15 @@ def test_runs_show_says_what_healed_when_and_what_it_was(tenant: int) -> None:
     out = show(run.run_id)
 
     assert "healed: 1 item, last at 2026-12-01 09:05:00 UTC" in out
-    assert (
-        "deferred: 1 waiting, 1 healing, 1 healed, 1 expired "
-        "(open for crawler 1, zerobounce 1; next try 2026-12-01 09:10:00 UTC)"
-    ) in out
+    assert "deferred: 1 waiting, 1 healing, 1 healed, 1 expired\n" in out
+    assert "still open: crawler 1, zerobounce 1; next try 2026-12-01 09:10:00 UTC" in out
     assert "re-driven: 1 item, 2 times" in out
 
-    healed = line_with(out, "company:healed", "2026-12-01 09:05:00 UTC")
+    healed = line_with(out, "company:healed", "2026-12-01 09:05:00")
     assert "degraded: CIRCUIT_OPEN:lusha" in healed and "lusha" in healed
     assert "succeeded" in healed
     redriven = line_with(out, "company:redriven", "redis_reset")
-    assert "find_contacts:primary" in redriven and "2026-12-01 09:02:00 UTC" in redriven
+    assert "find_contacts:primary" in redriven and "2026-12-01 09:02:00" in redriven
     assert " 2 " in redriven
     waiting = line_with(out, "company:waiting", "ZEROBOUNCE_DEFER")
     assert waiting.rstrip(" │").endswith("zerobounce"), "the items table says what it waits for"
@@ -205,7 +203,7 @@ def test_runs_show_prints_no_secret_an_event_or_deferral_carries(tenant: int) ->
     with_secrets(run)
     out = show(run.run_id)
     assert SECRET not in out
-    assert "open for crawler 1, crm 1, zerobounce 1" in out
+    assert "still open: crawler 1, crm 1, zerobounce 1" in out
 
 
 @pytest.mark.usefixtures("integration_env")
