@@ -29,7 +29,7 @@ _NAME = re.compile(r"[a-z][a-z0-9_-]{0,47}(:[a-z0-9_-]{1,47})?")
 # A reason code: `CIRCUIT_OPEN:lusha`, `EXPORT_FIELDS_STRIPPED:autopost_bills+website`.
 _REASON = re.compile(r"[A-Z][A-Z0-9_]{0,63}(:[A-Za-z0-9_.+-]{1,64})?")
 OTHER_NAME, OTHER_REASON = "other", "OTHER"
-_NAME_KEYS = ("event", "why", "step", "status")
+_NAME_FIELDS = ("why", "step", "status")
 _LIST_KEYS = {"reasons": (_REASON, OTHER_REASON), "vendors": (_NAME, OTHER_NAME)}
 
 
@@ -50,7 +50,7 @@ def public_event(raw: Any) -> dict[str, Any] | None:
     if not isinstance(raw, Mapping):
         return None
     shown: dict[str, Any] = {"at": _moment(raw.get("at")), "event": public_name(raw.get("event"))}
-    for key in _NAME_KEYS[1:]:
+    for key in _NAME_FIELDS:
         if raw.get(key) is not None:
             shown[key] = public_name(raw[key])
     for key, (shape, other) in _LIST_KEYS.items():
