@@ -15,27 +15,21 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Request, Response
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipeline import enqueue, replay, runs
 from pipeline.api.auth import AnyCaller
 from pipeline.api.errors import ERROR_RESPONSES, invalid_field
+from pipeline.api.run_views import RunDetail, RunPage, run_detail, run_summary
 from pipeline.db.models import RunKind, RunStatus
 from pipeline.enqueue import MAX_TENANT_ID, CompanyInput
 from pipeline.errors import NotFoundError
+from pipeline.run_details import healed_counts, with_deferrals
 
 router = APIRouter(prefix="/runs", tags=["runs"], responses=ERROR_RESPONSES)
 
 TenantId = Annotated[int, Field(gt=0, le=MAX_TENANT_ID)]
 TENANT_HELP = "required with an admin key; a tenant key's own tenant when left out"
-
-
-def _split_reasons(value: Any) -> Any:
-    """'CRAWL_THIN,TAVILY_FAIL' (as stored) → ['CRAWL_THIN', 'TAVILY_FAIL']."""
-    return [r for r in (value or "").split(",") if r] if isinstance(value, str | None) else value
-
-
-Reasons = Annotated[list[str], BeforeValidator(_split_reasons)]
 
 
 # -- what a client sends ---------------------------------------------------------------------
@@ -122,55 +116,6 @@ class RunAccepted(BaseModel):
     status: RunStatus = RunStatus.PENDING
 
 
-class RunSummary(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: uuid.UUID
-    tenant_id: int
-    kind: RunKind
-    status: RunStatus
-    degraded: bool
-    degraded_reasons: Reasons
-    items_total: int
-    items_succeeded: int
-    items_degraded: int
-    items_failed: int
-    items_dead: int
-    parent_run_id: uuid.UUID | None
-    export_disabled: bool
-    export_disabled_reason: str | None
-    correlation_id: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-
-
-class RunItemOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: int
-    item_key: str
-    status: str
-    degraded_reasons: Reasons
-    attempts: int
-    last_error_code: str | None
-    updated_at: datetime
-
-
-class RunDetail(RunSummary):
-    options: dict[str, Any]
-    vendor_stats: dict[str, Any]
-    recovered: int = Field(
-        description="CRM sync: items a batch write refused that then succeeded one by one"
-    )
-    items: list[RunItemOut]
-
-
-class RunPage(BaseModel):
-    runs: list[RunSummary]
-    next_cursor: str | None = Field(description="pass as `cursor` for the next page")
-
-
 # -- the endpoints ---------------------------------------------------------------------------
 
 
@@ -223,26 +168,21 @@ def list_runs(
         before=_read_cursor(cursor) if cursor else None,
     )
     last = found[-1] if len(found) == limit else None
+    healed = healed_counts(run.id for run in found)
     return RunPage(
-        runs=[RunSummary.model_validate(run) for run in found],
+        runs=[run_summary(run, healed=healed.get(run.id, 0)) for run in found],
         next_cursor=_cursor(last.created_at, last.id) if last else None,
     )
 
 
 @router.get("/{run_id}", response_model=RunDetail)
 def get_run(run_id: uuid.UUID, caller: AnyCaller) -> RunDetail:
-    """A run with its items, each item's status, degradation reasons and attempts."""
+    """A run with its items: each item's status, degradation reasons and attempts, what
+    healed and when (its reasons before are in its `history`), what it still waits for."""
     view = runs.get_run(run_id)
     if view is None or not caller.sees(view.run.tenant_id):
         raise NotFoundError(f"no run {run_id}")
-    summary = RunSummary.model_validate(view.run)
-    return RunDetail(
-        **summary.model_dump(),
-        options=view.run.options or {},
-        vendor_stats=view.run.vendor_stats or {},
-        recovered=view.recovered,
-        items=[RunItemOut.model_validate(item) for item in view.items],
-    )
+    return run_detail(with_deferrals(view))
 
 
 class ReplayStarted(BaseModel):

@@ -1,5 +1,6 @@
 """`pipeline enrich --tenant T --file companies.csv [--then crm_sync,export] [--wait]`,
-`pipeline sync|export --tenant T --run R [--wait]` and `pipeline runs show RUN_ID`."""
+`pipeline sync|export --tenant T --run R [--wait]` and `pipeline runs show RUN_ID` (the run,
+its items and reasons, and what healed, is deferred or was re-driven)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,9 @@ def register(sub: Any) -> None:
         stage.set_defaults(run=stage_command, stage=name)
 
     show = sub.add_parser("runs", help="runs").add_subparsers(dest="runs_cmd", required=True)
-    cmd = show.add_parser("show", help="a run, its items and their reasons")
+    cmd = show.add_parser(
+        "show", help="a run, its items and reasons; what healed, is deferred, was re-driven"
+    )
     cmd.add_argument("run_id")
     cmd.set_defaults(run=show_command)
 
@@ -93,8 +96,9 @@ def enrich_command(args: argparse.Namespace) -> int:
         return EXIT_OK
     view = wait_for(run_id, args.timeout)
     from pipeline.cli.render import run_details
+    from pipeline.run_details import with_deferrals
 
-    Console().print(run_details(view))
+    Console().print(run_details(with_deferrals(view)))
     return EXIT_FAILED if view.run.status == "failed" else EXIT_OK
 
 
@@ -108,8 +112,9 @@ def stage_command(args: argparse.Namespace) -> int:
         return EXIT_OK
     view = wait_for(run_id, args.timeout)
     from pipeline.cli.render import run_details
+    from pipeline.run_details import with_deferrals
 
-    Console().print(run_details(view))
+    Console().print(run_details(with_deferrals(view)))
     return EXIT_FAILED if view.run.status == "failed" else EXIT_OK
 
 
@@ -128,11 +133,12 @@ def wait_for(run_id: uuid.UUID, timeout: float) -> Any:
 
 def show_command(args: argparse.Namespace) -> int:
     from pipeline.cli.render import run_details
-    from pipeline.runs import get_run, run_id_from
+    from pipeline.run_details import read_run_details
+    from pipeline.runs import run_id_from
 
     run_id = run_id_from(args.run_id)
-    view = get_run(run_id)
-    if view is None:
+    details = read_run_details(run_id)
+    if details is None:
         raise InputError(f"no run {run_id}")
-    Console().print(run_details(view))
+    Console().print(run_details(details))
     return EXIT_OK

@@ -8,11 +8,23 @@ import uuid
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from pipeline.api_keys import create_api_key, revoke_api_key
+from pipeline.db.models import DeferralStatus, ItemStatus
 from pipeline.simulator import Simulator
 from tests.integration.test_enrichment import company
 from tests.integration.test_pipelines import ready_tenant
+from tests.integration.test_runs_show import (
+    SECRET,
+    aftercare_run,
+    at,
+    defer,
+    healed_history,
+    seeded_run,
+    with_secrets,
+    write_item,
+)
 from tests.support.processes import Worker, wait_until
 from tests.support.stack import environment
 
@@ -266,3 +278,185 @@ def test_a_malformed_run_id_is_422_and_an_unknown_route_404(
     assert error["details"]["errors"][0]["field"] == "path.run_id"
     assert_error(api.get("/nowhere", headers=tenant_headers), 404, "NOT_FOUND")
     assert_error(api.delete("/runs", headers=tenant_headers), 405, "METHOD_NOT_ALLOWED")
+
+
+# -- what healed, what is deferred, what was re-driven ---------------------------------------
+
+
+def items_by_key(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {item["item_key"]: item for item in run["items"]}
+
+
+def test_a_run_shows_what_healed_and_when_with_its_old_reasons(
+    api: Any, tenant_headers: dict[str, str], tenant: int
+) -> None:
+    seeded = aftercare_run(tenant)
+    response = api.get(f"/runs/{seeded.run_id}", headers=tenant_headers)
+    assert response.status_code == 200, response.text
+    run = response.json()
+
+    assert run["healed"] == 1
+    assert run["last_healed_at"] == "2026-12-01T09:05:00Z"
+    assert run["redriven"] == 1
+    assert run["deferred"] == {"waiting": 1, "healing": 1, "healed": 1, "expired": 1}
+    items = items_by_key(run)
+
+    healed = items["company:healed"]
+    assert (healed["status"], healed["degraded_reasons"]) == ("succeeded", [])
+    assert healed["healed_at"] == "2026-12-01T09:05:00Z"
+    assert healed["history"] == [
+        {
+            "at": "2026-12-01T09:04:00Z",
+            "event": "healing",
+            "why": None,
+            "step": None,
+            "status": "degraded",
+            "reasons": ["CIRCUIT_OPEN:lusha"],
+            "vendors": ["lusha"],
+        },
+        {
+            "at": "2026-12-01T09:05:00Z",
+            "event": "healed",
+            "why": None,
+            "step": None,
+            "status": None,
+            "reasons": None,
+            "vendors": ["lusha"],
+        },
+    ]
+    assert healed["deferred"] == [], "a healed deferral is no longer waited for"
+
+    waiting = items["company:waiting"]
+    assert waiting["healed_at"] is None and waiting["history"] == []
+    assert waiting["deferred"] == [
+        {
+            "vendor": "zerobounce",
+            "reason": "ZEROBOUNCE_DEFER",
+            "status": "waiting",
+            "attempts": 2,
+            "next_try_at": "2026-12-01T09:10:00Z",
+        }
+    ], "the expired lusha deferral is not live"
+    assert [d["status"] for d in items["company:healing"]["deferred"]] == ["healing"]
+
+    redriven = items["company:redriven"]
+    assert (redriven["redrives"], redriven["step"]) == (2, "record_item")
+    assert redriven["progress_at"] == "2026-12-01T09:03:00Z"
+    assert [(e["event"], e["why"], e["step"]) for e in redriven["history"]] == [
+        ("redriven", "lease", "crawl_site"),
+        ("redriven", "redis_reset", "find_contacts:primary"),
+    ]
+
+    other = seeded_run(tenant, {"company:1": (ItemStatus.SUCCEEDED, [])})
+    listed = api.get("/runs", headers=tenant_headers).json()["runs"]
+    assert [(r["id"], r["healed"]) for r in listed] == [
+        (str(other.run_id), 0),
+        (str(seeded.run_id), 1),
+    ]
+
+
+def test_a_run_with_nothing_healed_or_deferred_says_so(
+    api: Any, tenant_headers: dict[str, str], tenant: int
+) -> None:
+    seeded = seeded_run(tenant, {"company:1": (ItemStatus.SUCCEEDED, [])})
+    run = api.get(f"/runs/{seeded.run_id}", headers=tenant_headers).json()
+    assert (run["healed"], run["last_healed_at"], run["redriven"]) == (0, None, 0)
+    assert run["deferred"] == {"waiting": 0, "healing": 0, "healed": 0, "expired": 0}
+    (item,) = run["items"]
+    assert (item["healed_at"], item["history"], item["deferred"], item["redrives"]) == (
+        None,
+        [],
+        [],
+        0,
+    )
+
+
+def test_no_secret_an_event_or_deferral_carries_is_answered(
+    api: Any, tenant_headers: dict[str, str], admin_headers: dict[str, str], tenant: int
+) -> None:
+    seeded = aftercare_run(tenant)
+    with_secrets(seeded)
+    for headers in (tenant_headers, admin_headers):
+        response = api.get(f"/runs/{seeded.run_id}", headers=headers)
+        assert response.status_code == 200
+        assert SECRET not in response.text
+    item = items_by_key(response.json())["company:waiting"]
+    healed, redriven, reopened = item["history"]
+    assert set(healed) == {"at", "event", "why", "step", "status", "reasons", "vendors"}
+    assert healed["vendors"] == ["lusha", "other"]
+    assert (redriven["why"], redriven["step"]) == ("other", "crawl_site")
+    assert reopened["reasons"] == ["CRM_REJECTED:bad", "OTHER"]
+    assert {d["vendor"]: d["reason"] for d in item["deferred"]} == {
+        "crm": "OTHER",
+        "zerobounce": "ZEROBOUNCE_DEFER",
+    }
+
+
+def test_another_tenants_run_with_heals_is_404(
+    api: Any, admin_headers: dict[str, str], tenant: int
+) -> None:
+    seeded = aftercare_run(tenant)
+    other_key, _ = create_api_key(tenant_id=tenant + 1)
+    response = api.get(f"/runs/{seeded.run_id}", headers={"X-API-Key": other_key})
+    body = assert_error(response, 404, "NOT_FOUND")
+    assert "company:" not in response.text and body["message"] == f"no run {seeded.run_id}"
+    assert api.get(f"/runs/{seeded.run_id}", headers=admin_headers).json()["healed"] == 1
+
+
+def test_a_runs_deferrals_are_read_in_one_query_whatever_its_size(
+    api: Any, tenant_headers: dict[str, str], tenant: int
+) -> None:
+    """Statements a `GET /runs/{id}` makes, for a run of 2 items and one of 60, each item
+    with a deferral and a heal: the same number (no query per item)."""
+    from pipeline.db.engine import engine_for
+    from pipeline.settings import get_settings
+
+    def statements_for(size: int) -> int:
+        keys = [f"company:{n}" for n in range(size)]
+        seeded = seeded_run(
+            tenant, {key: (ItemStatus.DEGRADED, ["ZEROBOUNCE_DEFER"]) for key in keys}
+        )
+        for key in keys:
+            defer(seeded, key, "zerobounce", "ZEROBOUNCE_DEFER", DeferralStatus.WAITING)
+            write_item(seeded.items[key], healed_at=at(1), history=healed_history(1))
+        api.get(f"/runs/{seeded.run_id}", headers=tenant_headers)  # the key is cached now
+        seen: list[str] = []
+        engine = engine_for(get_settings().database_url)
+
+        def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            seen.append(statement)
+
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            run = api.get(f"/runs/{seeded.run_id}", headers=tenant_headers).json()
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        assert (run["healed"], run["deferred"]["waiting"]) == (size, size)
+        assert all(len(item["deferred"]) == 1 for item in run["items"])
+        return len(seen)
+
+    small, large = statements_for(2), statements_for(60)
+    assert 0 < small == large, (small, large)
+
+
+def test_a_replayed_item_shows_the_reasons_it_had_before(
+    api: Any, tenant_headers: dict[str, str], tenant: int
+) -> None:
+    """The history event a replay really writes (`pipeline.reopening`), read back."""
+    from pipeline.reopening import reopen_items
+    from pipeline.runs import finish_item
+
+    seeded = seeded_run(tenant, {"company:1": (ItemStatus.FAILED, ["CRM_UNAVAILABLE:TIMEOUT"])})
+    assert [item.status for item in reopen_items(seeded.run_id)] == [ItemStatus.FAILED]
+    finish_item(seeded.items["company:1"], ItemStatus.SUCCEEDED)
+
+    run = api.get(f"/runs/{seeded.run_id}", headers=tenant_headers).json()
+    assert run["status"] == "succeeded"
+    (item,) = run["items"]
+    (reopened,) = item["history"]
+    assert (reopened["event"], reopened["status"], reopened["reasons"]) == (
+        "reopened",
+        "failed",
+        ["CRM_UNAVAILABLE:TIMEOUT"],
+    )
+    assert reopened["at"] is not None and item["healed_at"] is None
