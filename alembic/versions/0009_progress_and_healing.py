@@ -17,6 +17,7 @@ branch_labels = None
 depends_on = None
 
 OPEN = "status IN ('pending', 'queued', 'running')"
+HEALED = "healed_at IS NOT NULL"
 
 
 def upgrade() -> None:
@@ -35,6 +36,14 @@ def upgrade() -> None:
         ["progress_at"],
         postgresql_where=sa.text(OPEN),
         sqlite_where=sa.text(OPEN),
+    )
+    # `GET /runs` counts each listed run's healed items: only those rows are read.
+    op.create_index(
+        "ix_run_items_healed",
+        "run_items",
+        ["run_id"],
+        postgresql_where=sa.text(HEALED),
+        sqlite_where=sa.text(HEALED),
     )
     op.create_table(
         "deferrals",
@@ -81,6 +90,7 @@ def downgrade() -> None:
     op.drop_index("ix_deferrals_status_tenant_vendor", table_name="deferrals")
     op.drop_index("ix_deferrals_item_id", table_name="deferrals")
     op.drop_table("deferrals")
+    op.drop_index("ix_run_items_healed", table_name="run_items")
     op.drop_index("ix_run_items_open_progress", table_name="run_items")
     with op.batch_alter_table("run_items") as batch:
         batch.drop_column("healed_at")

@@ -113,6 +113,7 @@ class Run(Base):
 
 
 _OPEN_ITEMS = "status IN ('pending', 'queued', 'running')"
+_HEALED_ITEMS = "healed_at IS NOT NULL"
 
 
 class RunItem(Base):
@@ -124,6 +125,12 @@ class RunItem(Base):
             "progress_at",
             postgresql_where=text(_OPEN_ITEMS),
             sqlite_where=text(_OPEN_ITEMS),
+        ),
+        Index(
+            "ix_run_items_healed",
+            "run_id",
+            postgresql_where=text(_HEALED_ITEMS),
+            sqlite_where=text(_HEALED_ITEMS),
         ),
     )
 

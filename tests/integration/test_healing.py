@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import delete, select, update
@@ -62,7 +63,9 @@ def closed_again(run_id: uuid.UUID, replays: int = 1) -> runs.RunView:
     return wait_until(done, timeout=90, interval=0.1, what=f"run {run_id} to close again")
 
 
-def test_unverified_emails_heal_and_the_export_gets_them(simulator: Simulator, tenant: int) -> None:
+def test_unverified_emails_heal_and_the_export_gets_them(
+    simulator: Simulator, tenant: int, api: Any, tenant_headers: dict[str, str]
+) -> None:
     """Email verification down for the whole run: every item degraded ZEROBOUNCE_DEFER,
     CRM sync and export go on. Back: only the verification is redone, the run becomes
     succeeded, and the export writes each company again, now with its verified email."""
@@ -95,6 +98,10 @@ def test_unverified_emails_heal_and_the_export_gets_them(simulator: Simulator, t
     assert {d.status for d in deferred_of(first)} == {"healed"}
     assert calls(simulator, "crawler", tenant) == crawled, "only the missing step was redone"
     assert breaker_for(tenant, "zerobounce").current_state == "closed", "the probe closed it"
+    shown = api.get(f"/runs/{first}", headers=tenant_headers).json()
+    assert shown["healed"] == n and shown["deferred"]["healed"] == n
+    assert [e["event"] for e in shown["items"][0]["history"]] == ["healing", "healed"]
+    assert "ZEROBOUNCE_DEFER" in shown["items"][0]["history"][0]["reasons"]
 
     export = stages_of(first, 2)["export"]
     wait_until(
