@@ -1,7 +1,11 @@
 """The one retry policy: capped exponential backoff with full jitter, per error class.
 
 Delay before retry n (n = number of attempts made so far) is uniform in
-[0, min(max_delay, base * 2**(n-1))]; a rate limit waits at least its Retry-After.
+[0, min(max_delay, base * 2**(n-1))]. A rate limit (429) waits its Retry-After (1 s when the
+vendor named none) plus jitter uniform in [0, min(Retry-After * retry_after_jitter,
+retry_after_jitter_max_s)]: never sooner than asked, and the callers one 429 storm turned
+away come back spread over a window in proportion to the wait (half of it by default, at
+most 10 s) instead of all at the same millisecond — the burst that earned the next 429.
 Whether an error is retried at all is the error's own `retryable` flag (see
 `pipeline.errors`): server errors and timeouts yes; client, auth and circuit-open errors no.
 
@@ -34,6 +38,8 @@ from pipeline.errors import (
 from pipeline.settings import Settings
 
 T = TypeVar("T")
+# A 429 that names no Retry-After is waited out as if it said this.
+ASSUMED_RETRY_AFTER_S = 1.0
 
 
 class RetryPolicy:
@@ -44,6 +50,8 @@ class RetryPolicy:
         base_delay_ms: int,
         max_delay_ms: int,
         retry_after_cap_s: float,
+        retry_after_jitter: float = 0.5,
+        retry_after_jitter_max_s: float = 10.0,
         seed: int | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -51,6 +59,8 @@ class RetryPolicy:
         self.base_delay_s = base_delay_ms / 1000.0
         self.max_delay_s = max_delay_ms / 1000.0
         self.retry_after_cap_s = retry_after_cap_s
+        self.retry_after_jitter = retry_after_jitter
+        self.retry_after_jitter_max_s = retry_after_jitter_max_s
         self.seed = seed
         self._rng = rng or random.SystemRandom()
 
@@ -61,6 +71,8 @@ class RetryPolicy:
             base_delay_ms=settings.retry_base_delay_ms,
             max_delay_ms=settings.retry_max_delay_ms,
             retry_after_cap_s=settings.retry_after_cap_s,
+            retry_after_jitter=settings.retry_after_jitter,
+            retry_after_jitter_max_s=settings.retry_after_jitter_max_s,
             seed=settings.retry_jitter_seed,
             **kw,
         )
@@ -80,12 +92,37 @@ class RetryPolicy:
         """Seconds to wait before the next attempt, or None when the error is final."""
         if not self.will_retry(attempt, error):
             return None
-        seeded = self.seed is not None and key
-        rng = random.Random(f"{self.seed}:{key}:{attempt}") if seeded else self._rng
+        rng = self._rng_for(key, attempt)
         delay = rng.uniform(0.0, self.backoff_cap_s(attempt))
-        if isinstance(error, VendorRateLimitError) and error.retry_after_s is not None:
-            delay = max(delay, error.retry_after_s)
+        if isinstance(error, VendorRateLimitError):
+            delay = max(delay, self._retry_after_wait(error.retry_after_s, rng))
         return round(delay, 3)
+
+    def retry_after_wait(
+        self, retry_after_s: float | None, *, key: str = "", attempt: int = 1
+    ) -> float:
+        """Seconds to wait on a rate limit: its Retry-After (`ASSUMED_RETRY_AFTER_S` when
+        None; at most the cap), plus jitter — see the module docstring. Seeded like
+        `delay_for` (by `key` and `attempt`) when the policy has a seed and a key is given."""
+        return round(self._retry_after_wait(retry_after_s, self._rng_for(key, attempt, "ra")), 3)
+
+    def retry_after_jitter_max(self, retry_after_s: float | None) -> float:
+        """The largest jitter added to this Retry-After."""
+        wait = self._retry_after_base(retry_after_s)
+        return min(wait * self.retry_after_jitter, self.retry_after_jitter_max_s)
+
+    def _retry_after_base(self, retry_after_s: float | None) -> float:
+        wait = ASSUMED_RETRY_AFTER_S if retry_after_s is None else retry_after_s
+        return min(max(wait, 0.0), self.retry_after_cap_s)
+
+    def _retry_after_wait(self, retry_after_s: float | None, rng: random.Random) -> float:
+        base = self._retry_after_base(retry_after_s)
+        return base + rng.uniform(0.0, self.retry_after_jitter_max(retry_after_s))
+
+    def _rng_for(self, key: str, attempt: int, salt: str = "") -> random.Random:
+        if self.seed is not None and key:
+            return random.Random(f"{self.seed}:{key}:{attempt}{salt}")
+        return self._rng
 
     def retrying(self, *, sleep: Callable[[float], None] = time.sleep, key: str = "") -> Any:
         """A tenacity `Retrying` that follows this policy (re-raises the last error)."""
