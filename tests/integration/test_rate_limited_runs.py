@@ -14,11 +14,13 @@ from typing import Any
 
 import pytest
 
-from pipeline import enqueue_crm_sync, enqueue_enrichment
+from pipeline import enqueue_crm_sync, enqueue_enrichment, runs
+from pipeline.settings import get_settings
 from pipeline.simulator import Outage, Simulator
 from tests.integration.test_crm_sync import enriched as enriched_for_crm
 from tests.integration.test_crm_sync import external_ids
 from tests.integration.test_enrichment import calls, company, finished, reasons
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.usefixtures("worker")
 ITEMS = 40
@@ -61,6 +63,29 @@ def test_a_crm_answering_429_to_half_its_calls_for_a_while_delays_the_sync_never
     assert written == set(external_ids(tenant, source))
     assert len(simulator.crm_contacts(tenant)) == len(sync.items) > 50, "two batches or more"
     assert errors(simulator, "crm", tenant) >= 3, "the CRM did say 429, more than the budget"
+
+
+def test_a_crm_that_keeps_answering_429_stops_the_sync_once_the_deadline_has_passed(
+    simulator: Simulator, tenant: int
+) -> None:
+    """Only RATE_LIMITED_MAX_S (an hour) without a record written stops a sync held back by
+    429s. The sync here pauses again and again; a come-back that carries a first pause older
+    than the deadline stops it, naming why."""
+    from tasks.crm_sync import sync_run
+
+    source = enriched_for_crm(simulator, tenant, n=2)
+    simulator.set_fault(vendor="crm", tenant=tenant, status=429, retry_after=1)
+    run_id = enqueue_crm_sync(tenant, run_id=source.run.id)
+    wait_until(lambda: errors(simulator, "crm", tenant) >= 2, what="the sync to meet 429s")
+    paused = runs.get_run(run_id)
+    assert paused is not None and paused.run.status == "running", "paused, not failed"
+
+    long_ago = time.time() - get_settings().rate_limited_max_s - 1
+    sync_run.apply_async((str(run_id),), {"limited_since": long_ago})
+    view = finished(run_id, timeout=60)
+    assert view.run.status == "failed"
+    assert {r for item in reasons(view) for r in item} == {"CRM_UNAVAILABLE:RATE_LIMITED"}
+    assert simulator.crm_contacts(tenant) == []
 
 
 def crawled(simulator: Simulator, tenant: int, view: Any, what: str) -> tuple[float, int]:
