@@ -1,9 +1,10 @@
 """Every error the product raises, the one vendor-error classifier, and the one error body.
 
 Each class carries a stable `code` (what run items, dead letters, metrics and the API show)
-and two facts the resilience layer reads instead of branching on types:
-`retryable` (does the retry policy try again?) and `counts_as_failure` (does the circuit
-breaker count it?). Messages never include URLs' query strings or bodies, where vendors
+and facts the resilience layer reads instead of branching on types:
+`retryable` (does the retry policy try again?), `counts_as_failure` (does the circuit
+breaker count it?) and `maybe_applied` (might the vendor have done the work although no
+answer came back?). Messages never include URLs' query strings or bodies, where vendors
 put API keys.
 """
 
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 
 import pybreaker
 import requests
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 
 class PipelineError(Exception):
@@ -97,6 +99,11 @@ class VendorError(PipelineError):
     http_status = 502
     retryable = False
     counts_as_failure = True
+    # The request may have reached the vendor and been applied, its answer lost (a read
+    # timeout, a connection cut after sending): a write must be confirmed with the vendor
+    # before it is called failed. False when nothing can have been applied (an answer came,
+    # or the connection was never made).
+    maybe_applied = False
 
     def __init__(
         self,
@@ -105,10 +112,13 @@ class VendorError(PipelineError):
         vendor: str = "",
         status_code: int | None = None,
         details: dict[str, Any] | None = None,
+        maybe_applied: bool | None = None,
     ) -> None:
         super().__init__(message, details=details)
         self.vendor = vendor
         self.status_code = status_code
+        if maybe_applied is not None:
+            self.maybe_applied = maybe_applied
 
 
 class VendorAuthError(VendorError):
@@ -139,6 +149,15 @@ class TenantRateExceededError(VendorRateLimitError):
     code = "TENANT_RATE_EXCEEDED"
 
 
+class VendorPacedError(TenantRateExceededError):
+    """The vendor answered this tenant 429 recently and pacing (`pipeline.resilience.pacing`)
+    holds calls back — until its Retry-After has passed, or to the reduced rate — longer
+    than a worker should wait. No request was made; come back in `retry_after_s`. A pause
+    like `TenantRateExceededError` (it is one): no retry budget spent, no breaker count."""
+
+    code = "PACED"
+
+
 class TokenLockBusyError(VendorError):
     """Another worker has been fetching this tenant's access token for the whole bounded
     wait. Nothing reached the vendor, so no breaker counts it; try again shortly."""
@@ -157,18 +176,22 @@ class VendorServerError(VendorError):
 
 
 class VendorTimeoutError(VendorError):
-    """The vendor did not answer within the configured timeout."""
+    """The vendor did not answer within the configured timeout. After a read timeout the
+    request may have been applied (`maybe_applied`); a connect timeout sent nothing."""
 
     code = "TIMEOUT"
     http_status = 504
     retryable = True
+    maybe_applied = True
 
 
 class VendorConnectionError(VendorTimeoutError):
-    """The vendor could not be reached at all (refused, reset, DNS)."""
+    """The vendor could not be reached at all (refused, reset, DNS) — or the connection
+    broke after the request went out, when `maybe_applied` is set on the instance."""
 
     code = "CONNECTION_FAILED"
     http_status = 502
+    maybe_applied = False
 
 
 class VendorBadResponseError(VendorError):
@@ -223,6 +246,7 @@ class RetriesExhaustedError(VendorError):
             vendor=last_error.vendor if last_error else "",
             status_code=last_error.status_code if last_error else None,
             details=details,
+            maybe_applied=last_error.maybe_applied if last_error else None,
         )
         self.last_error = last_error
         self.attempts = attempts
@@ -294,16 +318,37 @@ def classify(
             now=now,
         )
     name = vendor or "vendor"
+    if isinstance(outcome, requests.ConnectTimeout):  # before Timeout: it is one, and more
+        return VendorTimeoutError(
+            f"{name} connect timed out{_where(outcome.request)}",
+            vendor=vendor,
+            maybe_applied=False,
+        )
     if isinstance(outcome, requests.Timeout):
         return VendorTimeoutError(f"{name} timed out{_where(outcome.request)}", vendor=vendor)
     if isinstance(outcome, requests.ConnectionError):
-        return VendorConnectionError(f"{name} unreachable{_where(outcome.request)}", vendor=vendor)
+        return VendorConnectionError(
+            f"{name} unreachable{_where(outcome.request)}",
+            vendor=vendor,
+            maybe_applied=not _never_connected(outcome),
+        )
     if isinstance(outcome, requests.RequestException):
         return VendorConnectionError(
             f"{name} request failed ({type(outcome).__name__}){_where(outcome.request)}",
             vendor=vendor,
         )
     return None
+
+
+def _never_connected(error: requests.ConnectionError) -> bool:
+    """Did this connection error happen before a request could go out (refused, DNS, TLS
+    handshake, proxy)? Anything else — the connection cut while we waited for the answer —
+    may have come after the vendor applied the request."""
+    if isinstance(error, requests.exceptions.SSLError | requests.exceptions.ProxyError):
+        return True
+    reason = error.args[0] if error.args else None
+    reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the cause
+    return isinstance(reason, NewConnectionError | ConnectTimeoutError)
 
 
 def classify_status(

@@ -89,9 +89,6 @@ class Settings(BaseSettings):
     db_retry_base_delay_ms: int = Field(default=1000, gt=0)
     db_retry_max_delay_ms: int = Field(default=30000, gt=0)
     db_outage_max_s: float = Field(default=600.0, gt=0)
-    # A vendor (or our own pacing) asking us to slow down is waited out, spending no retry
-    # attempt, until the work has been held back this long without progress.
-    rate_limited_max_s: float = Field(default=3600.0, gt=0)
 
     # Healing (pipeline.healing): work deferred because a vendor was down is redone once it
     # is back — within HEAL_WINDOW_S of the deferral, at most HEAL_MAX_ATTEMPTS times, at
@@ -112,6 +109,30 @@ class Settings(BaseSettings):
     retry_max_delay_ms: int = Field(default=4000, gt=0)
     retry_after_cap_s: float = Field(default=120.0, gt=0)
     retry_jitter_seed: int | None = None
+    # A 429's wait is its Retry-After plus jitter uniform in
+    # [0, min(Retry-After x RETRY_AFTER_JITTER, RETRY_AFTER_JITTER_MAX_S)]: never sooner
+    # than the vendor asked, and callers it turned away together do not come back together.
+    retry_after_jitter: float = Field(default=0.5, ge=0, le=1)
+    retry_after_jitter_max_s: float = Field(default=10.0, ge=0)
+    # A job held back by rate limits (429s, pacing) this long without progress stops
+    # (CRM sync: CRM_UNAVAILABLE:RATE_LIMITED); until then a 429 only delays it, spending
+    # no retry attempt.
+    rate_limited_max_s: float = Field(default=3600.0, gt=0)
+
+    # Adaptive pacing per (tenant, vendor) (pipeline.resilience.pacing): a 429 holds every
+    # worker back until its Retry-After (+ jitter) and cuts the pair's allowed rate
+    # (x PACING_DECREASE, from PACING_CEILING_PER_S on the first one, never below
+    # PACING_FLOOR_PER_S); each success adds PACING_INCREASE_PER_S / rate, so the rate grows
+    # by about PACING_INCREASE_PER_S calls/s per second of calls; at the ceiling, or after
+    # PACING_QUIET_S without a 429, pacing switches off. A call held back longer than
+    # PACING_MAX_WAIT_S is not made: VendorPacedError, a pause, not a failure.
+    pacing_enabled: bool = True
+    pacing_ceiling_per_s: float = Field(default=20.0, gt=0)
+    pacing_floor_per_s: float = Field(default=0.5, gt=0)
+    pacing_decrease: float = Field(default=0.5, gt=0, lt=1)
+    pacing_increase_per_s: float = Field(default=1.0, gt=0)
+    pacing_quiet_s: float = Field(default=120.0, gt=0)
+    pacing_max_wait_s: float = Field(default=1.0, ge=0)
 
     # Circuit breakers (spec names)
     cb_error_threshold: int = Field(default=3, ge=1)
@@ -286,6 +307,11 @@ class Settings(BaseSettings):
                 f"TASK_TIME_LIMIT_S ({longest:.0f}s): a step may legitimately be silent that "
                 "long, and re-driving it would only run it twice"
             )
+        if self.pacing_floor_per_s >= self.pacing_ceiling_per_s:
+            raise ValueError(
+                f"PACING_FLOOR_PER_S={self.pacing_floor_per_s} must be below "
+                f"PACING_CEILING_PER_S={self.pacing_ceiling_per_s}"
+            )
         if self.db_retry_max_delay_ms < self.db_retry_base_delay_ms:
             raise ValueError("DB_RETRY_MAX_DELAY_MS must be >= DB_RETRY_BASE_DELAY_MS")
         return self
@@ -297,14 +323,22 @@ class Settings(BaseSettings):
 
     @property
     def max_retry_countdown_s(self) -> float:
-        """The longest countdown a task can hand to Celery: the retry policy's, or a
+        """The longest countdown a task can hand to Celery: the retry policy's (a 429's
+        Retry-After up to its cap, plus the largest jitter), a pacing pause (what is left of
+        a pacing hold — itself such a wait — or of the way to a paced slot, at most a wait
+        plus one interval at the floor rate; jittered once more by the pausing task), or a
         breaker's cool-off (a CRM sync waits out an open breaker)."""
         cool_offs = [self.cb_cool_off_s] + [
             o.cool_off_s for o in self.cb_vendor_overrides.values() if o.cool_off_s is not None
         ]
+        jitter = min(
+            self.retry_after_cap_s * self.retry_after_jitter, self.retry_after_jitter_max_s
+        )
+        paced_slot = self.pacing_max_wait_s + 1.0 / self.pacing_floor_per_s
         return max(
             self.retry_max_delay_ms / 1000.0,
-            self.retry_after_cap_s,
+            self.retry_after_cap_s + 2 * jitter,
+            paced_slot + jitter,
             self.db_retry_max_delay_ms / 1000.0,
             *cool_offs,
         )

@@ -12,12 +12,19 @@ When the CRM cannot take more *now*, the task steps aside rather than fail or ho
   it comes back when the bucket has refilled, without spending a retry (but after
   `MAX_IDLE_PAUSES` pauses in a row with nothing written it stops,
   `CRM_UNAVAILABLE:TENANT_RATE_STARVED`);
-- the CRM fails (5xx, timeout, 429 with its Retry-After) or the tenant's breaker is open:
-  it retries under the one retry policy (open breaker: after its cool-off). Each attempt
-  that recorded progress starts a fresh retry budget, so a long run survives scattered
-  blips, while a CRM that stays down stops the sync after `RETRY_MAX_ATTEMPTS` attempts
-  with `CRM_UNAVAILABLE:<code>` on every record not yet written;
+- the CRM answers 429, or pacing holds the tenant's CRM calls back after one: back-pressure,
+  not failure. It comes back after the Retry-After (plus jitter) without spending a retry;
+  only once `RATE_LIMITED_MAX_S` have passed without a record written does it stop,
+  `CRM_UNAVAILABLE:RATE_LIMITED`;
+- the CRM fails (5xx, timeout) or the tenant's breaker is open: it retries under the one
+  retry policy (open breaker: after its cool-off). Each attempt that recorded progress
+  starts a fresh retry budget, so a long run survives scattered blips, while a CRM that
+  stays down stops the sync after `RETRY_MAX_ATTEMPTS` attempts with `CRM_UNAVAILABLE:<code>`
+  on every record not yet written;
 - it has worked for half its time limit: it continues in a fresh task.
+A write whose answer was lost (a read timeout: the CRM may have applied it) is confirmed
+first: the CRM is asked which of its idempotency keys it applied, and those records are
+written, not failed and not sent again; only the rest go through the retry policy.
 `AUTH_REQUIRED` stops the tenant's sync at once: a person must store a credential.
 """
 
@@ -39,6 +46,8 @@ from pipeline.errors import (
     TenantRateExceededError,
     VendorClientError,
     VendorError,
+    VendorPacedError,
+    VendorRateLimitError,
 )
 from pipeline.redis_client import redis_for
 from pipeline.resilience.guard import vendor_guard
@@ -71,6 +80,7 @@ class RunSync:
     items: list[RunItem]
     client: CrmClient
     limiter: TenantRateLimiter
+    limited_since: float = 0.0  # epoch s of the first rate-limit pause since progress
     finished: set[int] = field(default_factory=set)
 
     @property
@@ -90,7 +100,18 @@ class RunSync:
                 else:  # deleted since the enrichment: nothing to push
                     self._finish(item, ItemStatus.FAILED, ["SOURCE_MISSING:contact"])
             records = [self._record(item, contacts) for item in batch]
-            accepted = self._write_batch(records)
+            try:
+                accepted = self._write_batch(records)
+            except VendorError as lost:
+                if not lost.maybe_applied:
+                    raise
+                accepted = self._confirm([r["idempotency_key"] for r in records], lost)
+                for item, record in zip(batch, records, strict=True):
+                    if record["idempotency_key"] in accepted:
+                        self._finish(item, ItemStatus.SUCCEEDED)
+                if len(accepted) < len(records):
+                    raise lost from None  # the rest: under the retry policy, same keys
+                continue
             for item, record in zip(batch, records, strict=True):
                 if record["idempotency_key"] in accepted:
                     self._finish(item, ItemStatus.SUCCEEDED)
@@ -118,8 +139,30 @@ class RunSync:
         except VendorClientError as exc:  # this record is wrong; the others go on
             self._finish(item, ItemStatus.FAILED, [f"CRM_REJECTED:{exc.code}"])
             return
+        except VendorError as lost:
+            if not lost.maybe_applied or key not in self._confirm([key], lost):
+                raise
         runs.record_item_error(item.id, runs.RECOVERED)
         self._finish(item, ItemStatus.SUCCEEDED)
+
+    def _confirm(self, keys: list[str], lost: VendorError) -> set[str]:
+        """The keys among `keys` the CRM applied, asked after `lost` (a write whose answer
+        never came). If the CRM cannot say, `lost` is raised: the retry policy takes the
+        records on, sending them again under the same keys (safe, if not yet confirmed)."""
+        try:
+            applied = self._write(lambda: self.client.applied(self.tenant_id, keys))
+        except (TenantRateExceededError, AuthRequiredError):
+            raise  # a pause, or a person must act: the sync handles these as always
+        except VendorError as exc:
+            log.info("crm_sync.write_unconfirmed", error_code=lost.code, lookup_error=exc.code)
+            raise lost from None
+        log.info(
+            "crm_sync.lost_answer_confirmed",
+            error_code=lost.code,
+            records=len(keys),
+            applied=len(applied),
+        )
+        return set(applied) & set(keys)
 
     def _write(self, request: Any) -> Any:
         self.limiter.take(self.tenant_id)
@@ -148,10 +191,18 @@ class RunSync:
     autoretry_for=(),
     name="tasks.crm_sync.sync_run",
 )
-def sync_run(self: ResilientTask, run_id: str, failed_attempts: int = 0, pauses: int = 0) -> int:
+def sync_run(
+    self: ResilientTask,
+    run_id: str,
+    failed_attempts: int = 0,
+    pauses: int = 0,
+    limited_since: float = 0.0,
+) -> int:
     """`failed_attempts`: attempts without progress made by earlier tasks of this run
     (a come-back after a rate pause carries them, so pauses never reset the budget);
-    `pauses`: rate pauses in a row without progress (bounded by `MAX_IDLE_PAUSES`)."""
+    `pauses`: rate pauses in a row without progress (bounded by `MAX_IDLE_PAUSES`);
+    `limited_since`: when (epoch s) the CRM's rate limit first held this run back since it
+    last wrote something (bounded by `RATE_LIMITED_MAX_S`); 0 when it is not held back."""
     view = runs.get_run(uuid.UUID(run_id))
     if view is None:
         return 0
@@ -160,6 +211,7 @@ def sync_run(self: ResilientTask, run_id: str, failed_attempts: int = 0, pauses:
         run_id=run_id,
         failed_attempts=failed_attempts,
         pauses=pauses,
+        limited_since=limited_since,
         tenant_id=view.run.tenant_id,
         source_run_id=view.run.parent_run_id,
         items=[i for i in view.items if i.status not in runs.TERMINAL],
@@ -179,15 +231,31 @@ def sync_run(self: ResilientTask, run_id: str, failed_attempts: int = 0, pauses:
         sync.push(settings.crm_batch_size, until=time.monotonic() + settings.task_time_limit_s / 2)
     except AuthRequiredError:
         return _stop(sync, "AUTH_REQUIRED")
+    except VendorPacedError as exc:  # held back after a 429: the CRM's limit, not ours
+        return _rate_limited(self, sync, exc)
     except TenantRateExceededError as exc:
         if not sync.finished and sync.pauses >= MAX_IDLE_PAUSES:  # other syncs take it all
             return _stop(sync, "CRM_UNAVAILABLE:TENANT_RATE_STARVED")
         return _come_back(sync, exc.retry_after_s or 1.0, why=exc.code)
+    except VendorRateLimitError as exc:
+        return _rate_limited(self, sync, exc)
     except VendorError as exc:
         return _retry_or_stop(self, sync, exc)
     if sync.remaining:
         return _come_back(sync, 0.0, why="TIME_BUDGET")
     return len(sync.finished)
+
+
+def _rate_limited(task: ResilientTask, sync: RunSync, exc: VendorRateLimitError) -> int:
+    """The CRM asked us to slow down (429), or pacing holds its calls back after one: step
+    aside for the Retry-After plus jitter, spending no attempt of the retry budget; stop
+    only once `RATE_LIMITED_MAX_S` have passed since the first such pause without progress."""
+    now = time.time()
+    since = now if sync.finished or not sync.limited_since else sync.limited_since
+    if now - since >= get_settings().rate_limited_max_s:
+        return _stop(sync, "CRM_UNAVAILABLE:RATE_LIMITED")
+    countdown = task.policy.retry_after_wait(exc.retry_after_s, key=task.request.id or "")
+    return _come_back(sync, countdown, why=exc.code, limited_since=since)
 
 
 def _retry_or_stop(task: ResilientTask, sync: RunSync, exc: VendorError) -> int:
@@ -207,7 +275,12 @@ def _retry_or_stop(task: ResilientTask, sync: RunSync, exc: VendorError) -> int:
 
 
 def _come_back(
-    sync: RunSync, countdown: float, *, why: str, failed_attempts: int | None = None
+    sync: RunSync,
+    countdown: float,
+    *,
+    why: str,
+    failed_attempts: int | None = None,
+    limited_since: float | None = None,
 ) -> int:
     """Continue this run in a fresh task after `countdown` seconds (items done stay done).
     Attempts without progress carry over; progress starts the budget afresh."""
@@ -216,6 +289,8 @@ def _come_back(
     elif sync.finished:
         failed_attempts = 1
     pauses = 0 if sync.finished else sync.pauses + (why == TenantRateExceededError.code)
+    if limited_since is None:
+        limited_since = 0.0 if sync.finished else sync.limited_since
     log.info(
         "crm_sync.continues_later",
         countdown_ms=round(countdown * 1000),
@@ -225,7 +300,7 @@ def _come_back(
     )
     sync_run.apply_async(
         (sync.run_id,),
-        {"failed_attempts": failed_attempts, "pauses": pauses},
+        {"failed_attempts": failed_attempts, "pauses": pauses, "limited_since": limited_since},
         countdown=countdown,
     )
     return len(sync.finished)

@@ -91,11 +91,36 @@ def export_one(
 
 
 def upsert_partner(client: ErpClient, vals: dict[str, Any]) -> int:
+    """Update the partner with our `ref`, else create it; the partner's id.
+
+    A create whose answer was lost (a read timeout: the ERP may have created it) is
+    confirmed by looking the ref up again before anything else happens to it: a partner the
+    ERP wrote is never reported failed, and the retry policy sees only what really failed.
+    """
     existing = client.find_partner(vals["ref"])
     if existing is None:
-        return client.create_partner(vals)
+        try:
+            return client.create_partner(vals)
+        except VendorError as lost:
+            if not lost.maybe_applied:
+                raise
+            return _confirm_created(client, vals["ref"], lost)
     client.write_partner(existing, vals)
     return existing
+
+
+def _confirm_created(client: ErpClient, ref: str, lost: VendorError) -> int:
+    """The id of the partner a lost create made, or `lost` raised if it made none (or the
+    ERP cannot say: the retry finds it by ref then, so it is never created twice)."""
+    try:
+        created = client.find_partner(ref)
+    except VendorError as exc:
+        log.info("export.create_unconfirmed", error_code=lost.code, lookup_error=exc.code)
+        raise lost from None
+    if created is None:
+        raise lost
+    log.info("export.lost_answer_confirmed", error_code=lost.code)
+    return created
 
 
 def disables_export(exc: PipelineError) -> bool:
@@ -172,7 +197,7 @@ def _export(
             runs.finish_item(item.id, ItemStatus.FAILED, [f"EXPORT_FAILED:{exc.code}"])
             continue
         status = ItemStatus.DEGRADED if reasons else ItemStatus.SUCCEEDED
-        runs.finish_item(item.id, status, reasons)
+        runs.finish_item(item.id, status, reasons, deferred={})  # written: nothing waits
     return len(open_items)
 
 

@@ -89,14 +89,15 @@ class DistributedCircuitBreaker(pybreaker.CircuitBreaker):
         return result
 
     @contextlib.contextmanager
-    def calling(self) -> Iterator[None]:
-        """`with breaker.calling(): ...` — the block is the guarded call."""
+    def calling(self) -> Iterator[Ticket | None]:
+        """`with breaker.calling() as ticket: ...` — the block is the guarded call; the
+        ticket (None for an exempt vendor) carries what admit read, pacing fields included."""
         if self.config.exempt:
-            yield
+            yield None
             return
         ticket = self._admit()
         try:
-            yield
+            yield ticket
         except BaseException as exc:
             self._settle(ticket, exc)
             raise

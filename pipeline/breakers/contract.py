@@ -24,6 +24,22 @@ class Verdict(IntEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class PaceFields:
+    """The pair's pacing state (`pipeline.resilience.pacing`) as admit's read found it: it
+    lives in the breaker's hash so that the one read serves both. `rate` 0: not paced."""
+
+    rate: float = 0.0
+    hold_until_ms: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.rate > 0
+
+
+NOT_PACED = PaceFields()
+
+
+@dataclass(frozen=True, slots=True)
 class Ticket:
     """What `admit` decided for one call; handed back when recording its outcome."""
 
@@ -34,6 +50,7 @@ class Ticket:
     probe_id: str = ""
     moved_from: str = ""
     degraded: bool = False  # storage unreachable: the call goes through as if closed
+    pace: PaceFields | None = None  # None: this admit did not read the pacing fields
 
     @property
     def admitted(self) -> bool:

@@ -29,9 +29,11 @@ from pipeline.breakers.contract import (
     CLOSED,
     DEGRADED,
     NO_CHANGE,
+    NOT_PACED,
     OPEN,
     BreakerStorage,
     Outcome,
+    PaceFields,
     Ticket,
     Verdict,
 )
@@ -62,7 +64,8 @@ class RedisBreakerStorage(BreakerStorage):
         self.key = breaker_key(prefix, tenant_id, vendor)
         self.probes_key = f"{self.key}:probes"
         self._keys = [self.key, self.probes_key]
-        self._admit_read = ("HMGET", self.key, "s", "f", "at", "g")
+        # the breaker's fields, and the pair's pacing fields (pipeline.resilience.pacing)
+        self._admit_read = ("HMGET", self.key, "s", "f", "at", "g", "pr", "pu")
         self._scripts = _scripts_for(client)
 
     # -- the atomic operations -------------------------------------------------------------
@@ -72,18 +75,22 @@ class RedisBreakerStorage(BreakerStorage):
 
         The common answers — closed, or open and still cooling off — need no write, so they
         come from one plain HMGET (atomic on its own). Only when a write may be due (the
-        open → half-open move, taking a probe lease) does the admit script run.
+        open → half-open move, taking a probe lease) does the admit script run. The same
+        read brings the pair's pacing fields, so pacing costs a healthy call nothing.
         """
         if not self._available():
             return DEGRADED
         try:
-            state, failures, opened_at, gen = self._redis.execute_command(*self._admit_read)
+            state, failures, opened_at, gen, rate, hold = self._redis.execute_command(
+                *self._admit_read
+            )
         except redis.RedisError as exc:
             self._mark_down("admit", exc)
             return DEGRADED
         state = _text(state) or CLOSED
         if state == CLOSED:
-            return Ticket(Verdict.CALL, int(gen or 0), failures=int(failures or 0))
+            pace = NOT_PACED if rate is None else PaceFields(float(rate), int(hold or 0))
+            return Ticket(Verdict.CALL, int(gen or 0), failures=int(failures or 0), pace=pace)
         now_ms = _ms(now)
         if state == OPEN:
             reopen_at = int(opened_at or 0) + _ms(config.cool_off_s)

@@ -1,8 +1,11 @@
-"""The one path every vendor call takes: breaker, then bulkhead, then the call, then stats.
+"""The one path every vendor call takes: breaker, pacing, bulkhead, the call, then stats.
 
     vendor_guard().call(tenant_id, "crawler", lambda: session.get(url, timeout=...))
 
 - the tenant's breaker decides first (an open breaker costs no call and no slot);
+- pacing (`pipeline.resilience.pacing`) holds the call back while the vendor has recently
+  answered this tenant 429, and learns from each 429 and each paced success; it reads its
+  state from the breaker's own read, so a pair that is not paced costs nothing more;
 - a bulkhead slot caps calls in flight to the vendor across all workers;
 - `requests` errors become `VendorError`s *without* their cause attached: a requests
   exception's text holds the full URL, query string (API key) included; an answer the
@@ -17,18 +20,27 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, TypeVar
 
 import requests
 import structlog
 
 from pipeline import metrics
 from pipeline.errors import (
+    TenantRateExceededError,
     VendorBadResponseError,
     VendorConnectionError,
     VendorError,
+    VendorRateLimitError,
     classify,
 )
+from pipeline.resilience.pacing import Pacer
+
+if TYPE_CHECKING:
+    import redis
+
+    from pipeline.resilience.retry import RetryPolicy
+    from pipeline.settings import Settings
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -54,11 +66,13 @@ class VendorGuard:
         breakers: Callable[[int, str], Any],
         slots: Callable[[str], AbstractContextManager[Any]] | None = None,
         record: CallRecorder | None = None,
+        pacer: Pacer | None = None,
         timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._breakers = breakers
         self._slots = slots or (lambda vendor: nullcontext())
         self._record = record
+        self._pacer = pacer
         self._timer = timer
 
     def call(
@@ -76,8 +90,10 @@ class VendorGuard:
         write them later, with other rows, in one transaction)."""
         breaker = self._breakers(tenant_id, vendor)
         recorder = record or self._record
-
-        def attempt() -> T:
+        pacer = self._pacer
+        with breaker.calling() as ticket:
+            # may wait for a paced slot, or raise VendorPacedError (neutral to the breaker)
+            sent = pacer.admit(tenant_id, vendor, getattr(ticket, "pace", None)) if pacer else None
             with self._slots(vendor):
                 started = self._timer()
                 try:
@@ -86,13 +102,15 @@ class VendorGuard:
                     error = _as_vendor_error(exc, vendor)
                     code = getattr(error, "code", "ERROR")
                     self._stat(recorder, tenant_id, vendor, started, run_id, code)
+                    if pacer and sent and _vendor_429(error):
+                        pacer.throttled(tenant_id, vendor, error, sent)
                     if error is exc:
                         raise
                     raise error from None
                 self._stat(recorder, tenant_id, vendor, started, run_id, None)
-                return result
-
-        return breaker.call(attempt)
+            if pacer and sent:
+                pacer.succeeded(tenant_id, vendor, sent)
+            return result
 
     def _stat(
         self,
@@ -119,6 +137,13 @@ class VendorGuard:
             )
         except Exception as exc:
             log.warning("vendor_call.not_recorded", vendor=vendor, error=type(exc).__name__)
+
+
+def _vendor_429(error: Exception) -> TypeGuard[VendorRateLimitError]:
+    """The vendor's own 429 (not our rate limiter or pacing turning a call away)."""
+    return isinstance(error, VendorRateLimitError) and not isinstance(
+        error, TenantRateExceededError
+    )
 
 
 def _as_vendor_error(exc: Exception, vendor: str) -> Exception:
@@ -164,13 +189,40 @@ def _default_guard() -> VendorGuard:
     from pipeline.settings import get_settings
 
     settings = get_settings()
-    slots = None
-    if not settings.embedded:
+    slots, pacer = None, None
+    if not settings.embedded:  # one process: no bulkhead, no pacing
+        client = redis_for(settings.redis_url)
         slots = Bulkhead(
-            redis_for(settings.redis_url),
+            client,
             prefix=settings.redis_key_prefix,
             limit_for=settings.bulkhead_limit,
             wait_s=settings.bulkhead_wait_ms / 1000.0,
             slot_ttl_s=settings.bulkhead_slot_ttl_s,
         ).slot
-    return VendorGuard(breakers=breaker_for, slots=slots, record=runs.record_vendor_call)
+        if settings.pacing_enabled:
+            pacer = pacer_from_settings(client, settings)
+    return VendorGuard(
+        breakers=breaker_for, slots=slots, record=runs.record_vendor_call, pacer=pacer
+    )
+
+
+def pacer_from_settings(
+    client: redis.Redis, settings: Settings, *, policy: RetryPolicy | None = None, **kw: Any
+) -> Pacer:
+    """The pacer the settings describe; its holds are the retry policy's Retry-After waits
+    (`policy`, default: the one from settings). `kw`: clock, sleep, monotonic."""
+    from pipeline.resilience.retry import RetryPolicy
+
+    policy = policy or RetryPolicy.from_settings(settings)
+    return Pacer(
+        client,
+        prefix=settings.redis_key_prefix,
+        ceiling_per_s=settings.pacing_ceiling_per_s,
+        floor_per_s=settings.pacing_floor_per_s,
+        decrease=settings.pacing_decrease,
+        increase_per_s=settings.pacing_increase_per_s,
+        quiet_s=settings.pacing_quiet_s,
+        max_wait_s=settings.pacing_max_wait_s,
+        hold_for=policy.retry_after_wait,
+        **kw,
+    )

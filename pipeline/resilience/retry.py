@@ -1,7 +1,11 @@
 """The one retry policy: capped exponential backoff with full jitter, per error class.
 
 Delay before retry n (n = number of attempts made so far) is uniform in
-[0, min(max_delay, base * 2**(n-1))]; a rate limit waits at least its Retry-After.
+[0, min(max_delay, base * 2**(n-1))]. A rate limit (429) waits its Retry-After (1 s when the
+vendor named none) plus jitter uniform in [0, min(Retry-After * retry_after_jitter,
+retry_after_jitter_max_s)]: never sooner than asked, and the callers one 429 storm turned
+away come back spread over a window in proportion to the wait (half of it by default, at
+most 10 s) instead of all at the same millisecond — the burst that earned the next 429.
 Whether an error is retried at all is the error's own `retryable` flag (see
 `pipeline.errors`): server errors and timeouts yes; client, auth and circuit-open errors no.
 
@@ -34,6 +38,8 @@ from pipeline.errors import (
 from pipeline.settings import Settings
 
 T = TypeVar("T")
+# A 429 that names no Retry-After is waited out as if it said this.
+ASSUMED_RETRY_AFTER_S = 1.0
 
 
 class RetryPolicy:
@@ -48,6 +54,8 @@ class RetryPolicy:
         outage_max_delay_ms: int = 30000,
         outage_max_s: float = 600.0,
         paused_max_s: float = 3600.0,
+        retry_after_jitter: float = 0.5,
+        retry_after_jitter_max_s: float = 10.0,
         seed: int | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -59,6 +67,8 @@ class RetryPolicy:
         self.outage_max_delay_s = outage_max_delay_ms / 1000.0
         self.outage_max_s = outage_max_s
         self.paused_max_s = paused_max_s
+        self.retry_after_jitter = retry_after_jitter
+        self.retry_after_jitter_max_s = retry_after_jitter_max_s
         self.seed = seed
         self._rng = rng or random.SystemRandom()
 
@@ -73,6 +83,8 @@ class RetryPolicy:
             outage_max_delay_ms=settings.db_retry_max_delay_ms,
             outage_max_s=settings.db_outage_max_s,
             paused_max_s=settings.rate_limited_max_s,
+            retry_after_jitter=settings.retry_after_jitter,
+            retry_after_jitter_max_s=settings.retry_after_jitter_max_s,
             seed=settings.retry_jitter_seed,
             **kw,
         )
@@ -92,11 +104,10 @@ class RetryPolicy:
         """Seconds to wait before the next attempt, or None when the error is final."""
         if not self.will_retry(attempt, error):
             return None
-        seeded = self.seed is not None and key
-        rng = random.Random(f"{self.seed}:{key}:{attempt}") if seeded else self._rng
+        rng = self._rng_for(key, attempt)
         delay = rng.uniform(0.0, self.backoff_cap_s(attempt))
-        if isinstance(error, VendorRateLimitError) and error.retry_after_s is not None:
-            delay = max(delay, error.retry_after_s)
+        if isinstance(error, VendorRateLimitError):
+            delay = max(delay, self._retry_after_wait(error.retry_after_s, rng))
         return round(delay, 3)
 
     def outage_delay(self, attempt: int, outage_s: float, *, key: str = "") -> float | None:
@@ -109,23 +120,43 @@ class RetryPolicy:
         if outage_s >= self.outage_max_s:
             return None
         cap = min(self.outage_max_delay_s, self.outage_base_delay_s * 2 ** (attempt - 1))
-        delay = self._rng_for(key, f"outage:{attempt}").uniform(cap / 2, cap)
+        delay = self._rng_for(key, attempt, ":outage").uniform(cap / 2, cap)
         return round(min(delay, self.outage_max_s - outage_s + cap / 2), 3)
 
     def pause_delay(self, retry_after_s: float, paused_s: float, *, key: str = "") -> float | None:
         """Seconds to step aside for a vendor (or our own pacing) that asked us to slow down,
         `paused_s` into the pause (None: paused for RATE_LIMITED_MAX_S — give up). A pause
-        spends no attempt; it waits what was asked plus a little jitter (up to a fifth more,
-        at least 50 ms), so callers told the same Retry-After do not come back in one burst."""
+        spends no attempt; it waits what was asked plus jitter (`retry_after_wait`), so
+        callers told the same Retry-After do not come back in one burst."""
         if paused_s >= self.paused_max_s:
             return None
-        wait = max(retry_after_s, 0.0)
-        jitter = self._rng_for(key, f"pause:{paused_s:.3f}").uniform(0.05, max(0.05, wait / 5))
-        return round(wait + jitter, 3)
+        return self.retry_after_wait(retry_after_s, key=key, attempt=int(paused_s * 1000) + 1)
 
-    def _rng_for(self, key: str, salt: str) -> random.Random:
-        seeded = self.seed is not None and key
-        return random.Random(f"{self.seed}:{key}:{salt}") if seeded else self._rng
+    def retry_after_wait(
+        self, retry_after_s: float | None, *, key: str = "", attempt: int = 1
+    ) -> float:
+        """Seconds to wait on a rate limit: its Retry-After (`ASSUMED_RETRY_AFTER_S` when
+        None; at most the cap), plus jitter — see the module docstring. Seeded like
+        `delay_for` (by `key` and `attempt`) when the policy has a seed and a key is given."""
+        return round(self._retry_after_wait(retry_after_s, self._rng_for(key, attempt, "ra")), 3)
+
+    def retry_after_jitter_max(self, retry_after_s: float | None) -> float:
+        """The largest jitter added to this Retry-After."""
+        wait = self._retry_after_base(retry_after_s)
+        return min(wait * self.retry_after_jitter, self.retry_after_jitter_max_s)
+
+    def _retry_after_base(self, retry_after_s: float | None) -> float:
+        wait = ASSUMED_RETRY_AFTER_S if retry_after_s is None else retry_after_s
+        return min(max(wait, 0.0), self.retry_after_cap_s)
+
+    def _retry_after_wait(self, retry_after_s: float | None, rng: random.Random) -> float:
+        base = self._retry_after_base(retry_after_s)
+        return base + rng.uniform(0.0, self.retry_after_jitter_max(retry_after_s))
+
+    def _rng_for(self, key: str, attempt: int, salt: str = "") -> random.Random:
+        if self.seed is not None and key:
+            return random.Random(f"{self.seed}:{key}:{attempt}{salt}")
+        return self._rng
 
     def retrying(self, *, sleep: Callable[[float], None] = time.sleep, key: str = "") -> Any:
         """A tenacity `Retrying` that follows this policy (re-raises the last error)."""

@@ -9,7 +9,11 @@ Promises the product's CRM client relies on (and tests check):
 - the same `Idempotency-Key` (or a batch record's `idempotency_key`) seen again returns the
   first answer unchanged and is counted as a duplicate; only successful work is remembered,
   so a request turned away (401, validation, an injected fault) may be retried with its key;
-- a contact's `id` is stable per external_id: `created` is true once, then false.
+- a contact's `id` is stable per external_id: `created` is true once, then false;
+- `POST /crm/contacts/lookup {"idempotency_keys": [...]}` says which of the tenant's keys
+  were applied (by a single or a batch upsert), with the contact id each one wrote — how a
+  client whose answer was lost (a read timeout) learns whether its write happened. A
+  lookup is a CRM call like any other: counted, and subject to the CRM's faults.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pipeline.simulator.stats import CallStats
 
 DEFAULT_TOKEN_TTL_S = 3600
 FIRST_CONTACT_ID = 1001
+MAX_LOOKUP_KEYS = 500
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,7 @@ class CrmVendor:
         self._next_id: dict[int, int] = {}
         self._upserts_by_key: dict[tuple[int, str], Answer] = {}
         self._records_by_key: dict[tuple[int, str], dict[str, Any]] = {}
+        self._applied: dict[tuple[int, str], dict[str, Any]] = {}
 
     # -- set-up, from Python or the admin API ------------------------------------------------
 
@@ -82,6 +88,7 @@ class CrmVendor:
             self._next_id.clear()
             self._upserts_by_key.clear()
             self._records_by_key.clear()
+            self._applied.clear()
 
     # -- the vendor's endpoints --------------------------------------------------------------
 
@@ -118,6 +125,7 @@ class CrmVendor:
             contact_id, created = self._store(call.tenant, record)
             answer = Answer.json({"id": contact_id, "created": created})
             self._upserts_by_key[(call.tenant, key)] = answer
+            self._applied[(call.tenant, key)] = {"id": contact_id, "created": created}
         return answer
 
     def batch(self, call: Call) -> Answer:
@@ -129,6 +137,27 @@ class CrmVendor:
         with self._lock:
             results = [self._batch_record(call, record) for record in records]
         return Answer.json({"results": results})
+
+    def lookup(self, call: Call) -> Answer:
+        """POST /crm/contacts/lookup: which of these idempotency keys were applied.
+
+        `{"applied": [{"idempotency_key", "id", "created"}, ...], "unknown": [...]}`, in the
+        order asked; `created` is what the applying write answered."""
+        self._authorize(call)
+        keys = call.json().get("idempotency_keys")
+        if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
+            raise Refusal(400, "bad_request", "'idempotency_keys' must be a list of strings")
+        if len(keys) > MAX_LOOKUP_KEYS:
+            raise Refusal(400, "bad_request", f"at most {MAX_LOOKUP_KEYS} keys per lookup")
+        applied, unknown = [], []
+        with self._lock:
+            for key in keys:
+                found = self._applied.get((call.tenant, key))
+                if found is None:
+                    unknown.append(key)
+                else:
+                    applied.append({"idempotency_key": key, **found})
+        return Answer.json({"applied": applied, "unknown": unknown})
 
     # -- inside the lock ---------------------------------------------------------------------
 
@@ -147,6 +176,7 @@ class CrmVendor:
         contact_id, created = self._store(call.tenant, fields)
         result = {"idempotency_key": key, "ok": True, "id": contact_id, "created": created}
         self._records_by_key[(call.tenant, key)] = result
+        self._applied[(call.tenant, key)] = {"id": contact_id, "created": created}
         return result
 
     def _problem_with(self, call: Call, record: dict[str, Any], *, in_batch: bool) -> str:

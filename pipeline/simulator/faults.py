@@ -9,6 +9,8 @@ A `Fault` names one vendor and optionally one tenant. It has two kinds of effect
   Retry-After when `retry_after` is set), after `hang_s` seconds, or not at all (`drop`).
 
 Which calls strike: all of them while the vendor is `down` or inside the `outage` window;
+with `rate_limit_per_s`, the calls beyond that many in the last second (a vendor enforcing
+a rate: status 429 unless another is named; only calls let through count towards it);
 otherwise a seeded draw below `error_rate`. A fault with `times` retires after striking
 that many calls ("the next two calls fail"); one with `skip` lets that many calls through
 first ("the vendor goes down after its 100th call"). A fault that names a failure (`status`,
@@ -25,12 +27,15 @@ from __future__ import annotations
 
 import random
 import threading
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DEFAULT_FAULT_STATUS = 503
+RATE_LIMIT_STATUS = 429
+RATE_WINDOW_S = 1.0
 
 
 class Outage(BaseModel):
@@ -65,6 +70,7 @@ class Fault(BaseModel):
     batch_only: bool = False  # reject_records applies to batch writes only
     erp_reject_fields: list[str] = Field(default_factory=list)
     down: bool = False
+    rate_limit_per_s: float | None = Field(default=None, gt=0)  # 429 above this rate
     times: int | None = Field(default=None, ge=1)  # strike this many calls, then retire
     skip: int = Field(default=0, ge=0)  # let this many calls through before striking
 
@@ -77,7 +83,9 @@ class Fault(BaseModel):
     @property
     def failure_status(self) -> int:
         """The status a strike answers with (unless it drops the connection)."""
-        return self.status if self.status is not None else DEFAULT_FAULT_STATUS
+        if self.status is not None:
+            return self.status
+        return RATE_LIMIT_STATUS if self.rate_limit_per_s is not None else DEFAULT_FAULT_STATUS
 
     @property
     def strike_rate(self) -> float:
@@ -127,6 +135,7 @@ class FaultBook:
         self._faults: dict[tuple[str, int | None], Fault] = {}
         self._streams: dict[tuple[str, int], random.Random] = {}
         self._skipped: dict[tuple[str, int | None], int] = {}
+        self._let_through: dict[tuple[str, int], deque[float]] = {}
 
     def set(self, fault: Fault) -> None:
         """Put `fault` in force, replacing any fault for the same vendor and tenant."""
@@ -144,6 +153,7 @@ class FaultBook:
         with self._lock:
             self._faults.clear()
             self._streams.clear()
+            self._let_through.clear()
 
     def all(self) -> list[Fault]:
         with self._lock:
@@ -159,7 +169,10 @@ class FaultBook:
             if self._skipping(fault):
                 return Verdict(fault=fault, strikes=False)
             always = fault.down or fault.outage is not None
-            strikes = always or draw < fault.strike_rate
+            if fault.rate_limit_per_s is not None and not fault.down:
+                strikes = self._over_rate(vendor, tenant, fault.rate_limit_per_s, now)
+            else:
+                strikes = always or draw < fault.strike_rate
             if strikes and fault.times is not None:
                 self._count_strike(fault)
         return Verdict(fault=fault, strikes=strikes)
@@ -172,6 +185,17 @@ class FaultBook:
             return False
         self._skipped[key] = seen + 1
         return True
+
+    def _over_rate(self, vendor: str, tenant: int, limit: float, now: float) -> bool:
+        """Caller holds the lock. Would this call exceed `limit` calls let through in the
+        last second? If not, it is let through and counted."""
+        window = self._let_through.setdefault((vendor, tenant), deque())
+        while window and window[0] <= now - RATE_WINDOW_S:
+            window.popleft()
+        if len(window) >= limit:
+            return True
+        window.append(now)
+        return False
 
     def _count_strike(self, fault: Fault) -> None:
         """Caller holds the lock. Retire a `times` fault after its last strike."""

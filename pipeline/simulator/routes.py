@@ -33,6 +33,7 @@ def vendor_routes(crm: CrmVendor, erp: ErpVendor) -> dict[tuple[str, str], Route
         ("POST", "/crm/oauth/token"): Route("crm", crm.token),
         ("POST", "/crm/contacts/upsert"): Route("crm", crm.upsert),
         ("POST", "/crm/contacts/batch"): Route("crm", crm.batch),
+        ("POST", "/crm/contacts/lookup"): Route("crm", crm.lookup),
         ("POST", "/erp/xmlrpc/2/common"): Route("erp", erp.common),
         ("POST", "/erp/xmlrpc/2/object"): Route("erp", erp.object),
         **{

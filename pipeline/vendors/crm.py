@@ -31,6 +31,7 @@ from pipeline.settings import Settings
 from pipeline.vendors.base import VendorClient
 
 _ERROR_CODE = re.compile(r"[a-z_]{1,40}")
+LOOKUP_CHUNK = 500  # idempotency keys per lookup request (the CRM's own limit)
 # OAuth2 (RFC 6749 §5.2) refuses bad client credentials with a 400 and one of these codes.
 _OAUTH_REFUSALS = frozenset({"invalid_client", "invalid_grant", "unauthorized_client"})
 
@@ -114,6 +115,36 @@ class CrmClient(VendorClient):
                     "crm batch answered without results", vendor=self.vendor
                 ) from None
 
+        return self.tokens.call(tenant_id, send)
+
+    def applied(self, tenant_id: int, idempotency_keys: list[str]) -> dict[str, dict[str, Any]]:
+        """Which of these idempotency keys the CRM has applied: key -> `{"id", "created"}`
+        (keys it never applied are absent). Asked after a write whose answer was lost (a read
+        timeout): its records may be in the CRM although we never heard so."""
+
+        def send(token: str) -> dict[str, dict[str, Any]]:
+            found: dict[str, dict[str, Any]] = {}
+            for start in range(0, len(idempotency_keys), LOOKUP_CHUNK):
+                chunk = idempotency_keys[start : start + LOOKUP_CHUNK]
+                response = self._send(
+                    "POST",
+                    tenant_id,
+                    "contacts/lookup",
+                    {"Authorization": f"Bearer {token}"},
+                    json={"idempotency_keys": chunk},
+                )
+                try:
+                    found.update(
+                        {str(r["idempotency_key"]): dict(r) for r in response.json()["applied"]}
+                    )
+                except (ValueError, KeyError, TypeError):
+                    raise VendorBadResponseError(
+                        "crm lookup answered without applied keys", vendor=self.vendor
+                    ) from None
+            return found
+
+        if not idempotency_keys:
+            return {}
         return self.tokens.call(tenant_id, send)
 
     def upsert_with_token(

@@ -46,8 +46,20 @@ class ErpFieldRejectedError(VendorClientError):
         self.field = field
 
 
+class _NotSent(OSError):
+    """The request never fully went out (no connection, or it broke while sending): the ERP
+    cannot have applied it. Keeps the cause's errno, so xmlrpc's own one retry of a
+    keep-alive connection the server had closed still happens."""
+
+    def __init__(self, cause: OSError) -> None:
+        super().__init__(cause.errno, type(cause).__name__)
+        self.timed_out = isinstance(cause, TimeoutError)
+
+
 class _TimeoutTransport(xmlrpc.client.Transport):
-    """Our read timeout, and our headers (ServerProxy drops `headers` given a transport)."""
+    """Our read timeout, and our headers (ServerProxy drops `headers` given a transport).
+    A failure before the request is sent is told apart (`_NotSent`) from one while waiting
+    for the answer, after which the ERP may have done the work."""
 
     def __init__(self, timeout: float, headers: list[tuple[str, str]]) -> None:
         super().__init__(headers=headers)
@@ -57,6 +69,14 @@ class _TimeoutTransport(xmlrpc.client.Transport):
         connection = super().make_connection(host)
         connection.timeout = self._timeout
         return connection
+
+    def send_request(
+        self, host: Any, handler: str, request_body: Any, debug: bool
+    ) -> http.client.HTTPConnection:
+        try:
+            return super().send_request(host, handler, request_body, debug)
+        except OSError as exc:
+            raise _NotSent(exc) from None
 
 
 class ErpClient:
@@ -129,11 +149,17 @@ class ErpClient:
         except xmlrpc.client.ProtocolError as exc:
             retry_after = exc.headers.get("Retry-After") if exc.headers else None
             raise classify_status(exc.errcode, self.vendor, retry_after=retry_after) from None
-        except TimeoutError:
+        except _NotSent as exc:
+            message = (
+                "erp connect timed out" if exc.timed_out else f"erp unreachable ({exc.strerror})"
+            )
+            error = VendorTimeoutError if exc.timed_out else VendorConnectionError
+            raise error(message, vendor=self.vendor, maybe_applied=False) from None
+        except TimeoutError:  # sent, no answer in time: it may have been applied
             raise VendorTimeoutError("erp timed out", vendor=self.vendor) from None
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, http.client.HTTPException) as exc:  # cut while we waited
             raise VendorConnectionError(
-                f"erp unreachable ({type(exc).__name__})", vendor="erp"
+                f"erp connection broke ({type(exc).__name__})", vendor="erp", maybe_applied=True
             ) from None
 
 

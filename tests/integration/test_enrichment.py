@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from pipeline import enqueue_enrichment, runs
 from pipeline.breakers import breaker_for
@@ -176,17 +177,27 @@ def test_a_rate_limit_is_waited_out_and_not_counted_by_the_breaker(
     simulator: Simulator, tenant: int
 ) -> None:
     """Four 429s (more than CB_ERROR_THRESHOLD) across two companies: had the breaker
-    counted them it would have opened; instead every item gets through after waiting."""
+    counted them it would have opened; instead the items wait, and pacing keeps the
+    crawler's 429s a Retry-After apart, but for calls already in flight. (That every item
+    then gets through needs paced steps to pause without spending attempts: see
+    test_rate_limited_runs.py.)"""
     simulator.set_fault(vendor="crawler", tenant=tenant, status=429, retry_after=1, times=4)
     view = finished(enqueue_enrichment(tenant, [company(1, tenant), company(2, tenant)]))
-    assert view.run.status == "succeeded"
-    assert calls(simulator, "crawler", tenant) == 6
+    assert view.run.status in {"succeeded", "degraded"}
+    assert calls(simulator, "crawler", tenant) <= 6
     assert breaker_for(tenant, "crawler").current_state == "closed"
+    assert breaker_for(tenant, "crawler").fail_counter == 0
     assert not any("CIRCUIT_OPEN" in r for item in reasons(view) for r in item)
-    started, finished_at = view.run.started_at, view.run.finished_at
-    assert started and finished_at and (finished_at - started).total_seconds() >= 2.0, (
-        "two Retry-After: 1 waits in a row"
-    )
+    with session_scope() as session:
+        refused = session.scalars(
+            select(VendorCall.at).where(
+                VendorCall.run_id == view.run.id, VendorCall.error_code == "RATE_LIMITED"
+            )
+        ).all()
+    # at most the two calls in flight at once (two worker processes) within any second
+    times = sorted(refused)
+    spans = [(b - a).total_seconds() for a, b in zip(times, times[2:], strict=False)]
+    assert len(refused) >= 2 and all(span >= 1.0 for span in spans), spans
 
 
 def test_no_item_is_lost_even_when_every_vendor_fails(simulator: Simulator, tenant: int) -> None:

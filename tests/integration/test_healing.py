@@ -138,6 +138,7 @@ def test_a_crm_down_for_a_whole_sync_heals_and_never_stops_the_export(
     assert healed.run.status == "succeeded"
     assert len(simulator.crm_contacts(tenant)) == healed.run.items_total
     assert all(i.healed_at for i in healed.items)
+    assert {d.status for d in deferred_of(sync.run.id)} == {"healed"}
 
 
 def test_an_export_disabled_by_a_down_erp_heals(simulator: Simulator, tenant: int) -> None:
@@ -156,6 +157,8 @@ def test_an_export_disabled_by_a_down_erp_heals(simulator: Simulator, tenant: in
     healed = closed_again(export.id)
     assert healed.run.status == "succeeded" and not healed.run.export_disabled
     assert len(simulator.erp_partners(tenant)) == 3
+    assert {d.status for d in deferred_of(export.id)} == {"healed"}
+    assert all(i.healed_at for i in healed.items)
 
 
 def test_a_vendor_still_down_is_not_healed_and_heals_stay_bounded(

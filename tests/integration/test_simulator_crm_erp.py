@@ -160,6 +160,57 @@ def test_batch_rejects_scripted_records_and_keeps_the_rest(sim: Simulator) -> No
     assert [c["external_id"] for c in sim.crm_contacts(TENANT)] == ["ext-1", "ext-2"]
 
 
+def lookup(sim: Simulator, access_token: str, keys: list[str], tenant: int = TENANT) -> Any:
+    return requests.post(
+        f"{sim.url}/crm/contacts/lookup",
+        json={"idempotency_keys": keys},
+        headers={"X-Tenant-Id": str(tenant), "Authorization": f"Bearer {access_token}"},
+        timeout=2,
+    )
+
+
+def test_a_lookup_says_which_idempotency_keys_were_applied_even_when_the_answer_was_lost(
+    sim: Simulator,
+) -> None:
+    access_token = token(sim).json()["access_token"]
+    sim.set_fault(vendor="crm", tenant=TENANT, hang_s=0.5)
+    with pytest.raises(requests.ReadTimeout):
+        upsert(sim, access_token, "k-lost", "ext-1", timeout=0.1)
+    sim.clear_faults()
+    batch = requests.post(
+        f"{sim.url}/crm/contacts/batch",
+        json={"records": [{"idempotency_key": "b-1", "external_id": "ext-2"}]},
+        headers={"X-Tenant-Id": "1", "Authorization": f"Bearer {access_token}"},
+    )
+    assert batch.status_code == 200
+    calls_before = sim.stats()["calls"]["crm"]["1"]
+
+    answer = lookup(sim, access_token, ["k-lost", "never-sent", "b-1"]).json()
+
+    ids = {c["external_id"]: c["id"] for c in sim.crm_contacts(TENANT)}
+    assert answer == {
+        "applied": [
+            {"idempotency_key": "k-lost", "id": ids["ext-1"], "created": True},
+            {"idempotency_key": "b-1", "id": ids["ext-2"], "created": True},
+        ],
+        "unknown": ["never-sent"],
+    }
+    assert sim.stats()["calls"]["crm"]["1"] == calls_before + 1, "a lookup is a call"
+    assert sim.stats()["duplicate_idempotency_keys"] == {}, "and not a write"
+
+
+def test_a_lookup_is_per_tenant_authorized_and_subject_to_faults(sim: Simulator) -> None:
+    access_token = token(sim).json()["access_token"]
+    upsert(sim, access_token, "k-1", "ext-1")
+    sim.register_crm_client(2, "client-1", "s3cret")
+    other = token(sim, tenant=2).json()["access_token"]
+    assert lookup(sim, other, ["k-1"], tenant=2).json() == {"applied": [], "unknown": ["k-1"]}
+    assert lookup(sim, "not-a-token", ["k-1"]).status_code == 401
+    assert lookup(sim, access_token, [""]).status_code == 400
+    sim.set_fault(vendor="crm", tenant=TENANT, status=503)
+    assert lookup(sim, access_token, ["k-1"]).status_code == 503
+
+
 def test_a_down_crm_fails_every_call_including_tokens(sim: Simulator) -> None:
     sim.set_fault(vendor="crm", tenant=TENANT, down=True)
 

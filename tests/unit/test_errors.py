@@ -139,6 +139,34 @@ def test_connect_timeout_classifies_as_timeout_not_connection_error() -> None:
     assert error.code == "TIMEOUT"
 
 
+def test_a_read_timeout_may_have_been_applied_a_connect_timeout_sent_nothing() -> None:
+    read = classify(requests.ReadTimeout("read timed out", request=prepared()), "crm")
+    connect = classify(requests.ConnectTimeout("connect timed out", request=prepared()), "crm")
+    assert read is not None and read.maybe_applied
+    assert connect is not None and not connect.maybe_applied
+
+
+def test_a_refused_connection_sent_nothing_a_connection_cut_after_sending_may_have() -> None:
+    from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
+
+    refused = requests.ConnectionError(
+        MaxRetryError(None, "/x", NewConnectionError(None, "refused")), request=prepared()
+    )
+    cut = requests.ConnectionError(
+        ProtocolError("Connection aborted.", ConnectionResetError()), request=prepared()
+    )
+    assert not classify(refused, "crm").maybe_applied  # type: ignore[union-attr]
+    assert classify(cut, "crm").maybe_applied  # type: ignore[union-attr]
+    assert not VendorServerError("503").maybe_applied, "an answer came: nothing is unknown"
+
+
+def test_retries_exhausted_keeps_whether_the_last_attempt_may_have_been_applied() -> None:
+    timeout = VendorTimeoutError("t", vendor="crm")
+    assert RetriesExhaustedError("gave up", last_error=timeout, attempts=3).maybe_applied
+    server = VendorServerError("503", vendor="crm")
+    assert not RetriesExhaustedError("gave up", last_error=server, attempts=3).maybe_applied
+
+
 def test_connection_error_classifies_as_connection_error() -> None:
     error = classify(requests.ConnectionError("refused", request=prepared()), "crm")
     assert type(error) is VendorConnectionError

@@ -167,9 +167,63 @@ def test_rate_limit_keeps_jitter_when_larger_than_retry_after() -> None:
     assert policy.delay_for(5, error) == 4.0
 
 
-def test_rate_limit_without_retry_after_uses_backoff() -> None:
-    policy = make_policy(rng=UpperBoundRandom())
-    assert policy.delay_for(2, VendorRateLimitError("429")) == 0.5
+def test_rate_limit_without_retry_after_waits_as_if_it_said_one_second() -> None:
+    assert make_policy(rng=LowerBoundRandom()).delay_for(2, VendorRateLimitError("429")) == 1.0
+    assert make_policy(rng=UpperBoundRandom()).delay_for(2, VendorRateLimitError("429")) == 1.5
+
+
+# --- Retry-After jitter -----------------------------------------------------------------
+
+
+def rate_limited(retry_after_s: float) -> VendorRateLimitError:
+    return VendorRateLimitError("429", vendor="crm", status_code=429, retry_after_s=retry_after_s)
+
+
+def test_retry_after_jitter_is_a_fraction_of_the_wait_at_most_the_jitter_cap() -> None:
+    policy = make_policy(rng=UpperBoundRandom())  # defaults: fraction 0.5, at most 10 s
+    assert policy.delay_for(1, rate_limited(2.0)) == 3.0
+    assert policy.retry_after_wait(2.0) == 3.0
+    assert policy.delay_for(1, rate_limited(60.0)) == 70.0, "jitter capped at 10 s"
+    assert policy.retry_after_jitter_max(2.0) == 1.0
+    assert policy.retry_after_jitter_max(60.0) == 10.0
+
+
+def test_seeded_retry_after_waits_spread_never_below_retry_after_nor_above_the_cap() -> None:
+    policy = make_policy(max_attempts=5, seed=20261123)
+    for retry_after in (0.5, 2.0, 30.0, 120.0):
+        ceiling = retry_after + policy.retry_after_jitter_max(retry_after)
+        waits = [
+            policy.delay_for(1, rate_limited(retry_after), key=f"task-{i}") for i in range(200)
+        ]
+        assert all(w is not None and retry_after <= w <= ceiling for w in waits)
+        assert len(set(waits)) > 100, "spread, not one instant for everyone"
+        spread = max(w for w in waits if w) - min(w for w in waits if w)
+        assert spread > 0.8 * policy.retry_after_jitter_max(retry_after)
+        again = [
+            policy.delay_for(1, rate_limited(retry_after), key=f"task-{i}") for i in range(200)
+        ]
+        assert again == waits, "seeded: the same per key and attempt"
+
+
+def test_retry_after_wait_draws_from_the_injected_rng() -> None:
+    waits = {make_policy(rng=random.Random(s)).retry_after_wait(2.0) for s in range(50)}
+    assert len(waits) > 40 and all(2.0 <= w <= 3.0 for w in waits)
+    seeded = make_policy(seed=3)
+    assert seeded.retry_after_wait(2.0, key="k") == seeded.retry_after_wait(2.0, key="k")
+
+
+def test_a_retry_after_above_the_cap_waits_the_cap_when_asked_for_a_wait() -> None:
+    policy = make_policy(retry_after_cap_s=120.0, rng=UpperBoundRandom())
+    assert policy.retry_after_wait(500.0) == 130.0
+    assert policy.delay_for(1, rate_limited(500.0)) is None, "the task still does not retry it"
+
+
+def test_settings_bound_the_longest_jittered_wait(clean_env: pytest.MonkeyPatch) -> None:
+    settings = load_settings(cb_cool_off_s=5.0)
+    policy = RetryPolicy.from_settings(settings, rng=UpperBoundRandom())
+    longest = policy.retry_after_wait(settings.retry_after_cap_s)
+    assert longest == settings.retry_after_cap_s + settings.retry_after_jitter_max_s
+    assert settings.max_retry_countdown_s >= longest
 
 
 def test_retry_after_above_cap_is_not_retried() -> None:
@@ -435,7 +489,6 @@ def test_outage_jitter_is_reproducible_per_task_when_seeded() -> None:
 def test_a_pause_waits_what_was_asked_plus_a_little_jitter_until_its_limit() -> None:
     policy = outage_policy(seed=9)
     waits = [policy.pause_delay(2.0, 0.0, key=f"t{i}") for i in range(50)]
-    assert all(w is not None and 2.05 <= w <= 2.4 for w in waits)
+    assert all(w is not None and 2.0 <= w <= 3.0 for w in waits), "up to half as much again"
     assert len(set(waits)) > 25, "callers told the same Retry-After come back spread out"
-    assert policy.pause_delay(0.0, 0.0, key="t") >= 0.05
     assert policy.pause_delay(2.0, 3600.0) is None

@@ -308,3 +308,53 @@ def test_load_settings_accepts_keyword_overrides() -> None:
     assert isinstance(settings, Settings)
     assert settings.retry_max_attempts == 7
     assert settings.cb_global_exempt_vendors == ["a", "b"]
+
+
+# --- 429s: jitter, pacing, how long a job may be held back ------------------------------
+
+
+def test_rate_limit_and_pacing_defaults() -> None:
+    settings = load_settings()
+    assert (settings.retry_after_jitter, settings.retry_after_jitter_max_s) == (0.5, 10.0)
+    assert settings.rate_limited_max_s == 3600.0
+    assert settings.pacing_enabled is True
+    assert (settings.pacing_ceiling_per_s, settings.pacing_floor_per_s) == (20.0, 0.5)
+    assert (settings.pacing_decrease, settings.pacing_increase_per_s) == (0.5, 1.0)
+    assert (settings.pacing_quiet_s, settings.pacing_max_wait_s) == (120.0, 1.0)
+
+
+def test_the_longest_countdown_includes_the_largest_jittered_retry_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CB_COOL_OFF_S", "10")
+    monkeypatch.setenv("RETRY_AFTER_CAP_S", "100")
+    # a pacing pause: what is left of a hold (cap + jitter), jittered again by the task
+    assert load_settings().max_retry_countdown_s == 100 + 2 * 10
+    monkeypatch.setenv("RETRY_AFTER_JITTER", "0.05")
+    assert load_settings().max_retry_countdown_s == 100 + 2 * 5
+    monkeypatch.setenv("PACING_FLOOR_PER_S", "0.005")  # a paced slot: 200 s + a wait away
+    assert load_settings().max_retry_countdown_s == 200 + 1 + 5
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("RETRY_AFTER_JITTER", "1.5"),
+        ("PACING_DECREASE", "1"),
+        ("PACING_DECREASE", "0"),
+        ("PACING_CEILING_PER_S", "0"),
+        ("RATE_LIMITED_MAX_S", "0"),
+    ],
+)
+def test_bad_rate_limit_settings_are_named(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=variable):
+        load_settings()
+
+
+def test_the_pacing_floor_must_be_below_its_ceiling(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PACING_FLOOR_PER_S", "20")
+    with pytest.raises(SettingsError, match=r"PACING_FLOOR_PER_S=20\.0 must be below"):
+        load_settings()

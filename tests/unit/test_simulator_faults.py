@@ -95,3 +95,21 @@ def test_a_fault_with_times_retires_after_that_many_strikes() -> None:
     book = FaultBook(seed=1)
     book.set(Fault(vendor="crm", tenant=3, status=503, times=2))
     assert [book.verdict("crm", 3, 0.0).strikes for _ in range(4)] == [True, True, False, False]
+
+
+def test_a_rate_limit_answers_429_to_calls_beyond_the_rate_in_the_last_second() -> None:
+    book = FaultBook(0)
+    book.set(Fault(vendor="crawler", tenant=1, rate_limit_per_s=3, retry_after=1))
+    assert Fault(vendor="crawler", rate_limit_per_s=3).failure_status == 429
+    assert strikes(book, "crawler", 1, 5, now=10.0) == [False, False, False, True, True]
+    assert strikes(book, "crawler", 2, 2, now=10.0) == [False, False], "another tenant"
+    assert strikes(book, "crawler", 1, 1, now=10.5) == [True]
+    assert strikes(book, "crawler", 1, 4, now=11.0) == [False, False, False, True]
+
+
+def test_a_rate_limit_counts_only_the_calls_it_let_through() -> None:
+    """A client hammering at 429s is not locked out forever: refused calls do not count."""
+    book = FaultBook(0)
+    book.set(Fault(vendor="crawler", tenant=1, rate_limit_per_s=2))
+    calls = [book.verdict("crawler", 1, 100.0 + n * 0.1).strikes for n in range(30)]
+    assert calls.count(False) == 6, "two per second over three seconds"
