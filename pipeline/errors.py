@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import pybreaker
 import requests
+from kombu.exceptions import OperationalError as KombuOperationalError
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 
@@ -259,6 +260,18 @@ def error_code(error: BaseException) -> str:
     if isinstance(error, PipelineError):
         return error.code
     return type(error).__name__
+
+
+def is_broker_outage(error: BaseException) -> bool:
+    """The broker could not be reached to send what the work produced (a chain's next step,
+    a retry). The work itself is not at fault and nothing about it is lost: Postgres still
+    shows the item open at its last step, and the reconciler re-drives it once the broker is
+    back — so it is neither dead-lettered nor marked dead. (Celery wraps a retry it could
+    not send in a `Reject` whose `reason` is the broker's error.)"""
+    inner = getattr(error, "reason", None)
+    if isinstance(inner, BaseException) and inner is not error:
+        return is_broker_outage(inner)
+    return isinstance(error, KombuOperationalError)
 
 
 def is_transient(error: BaseException) -> bool:

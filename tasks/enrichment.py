@@ -46,7 +46,7 @@ from pipeline.enrichment_rules import (
     search_query,
     wants_search,
 )
-from pipeline.errors import InputError, VendorError, error_code
+from pipeline.errors import InputError, VendorError, error_code, is_broker_outage
 from pipeline.vendors import registry as vendors
 from workers.app import app
 from workers.resilient_task import ResilientTask, RunTask
@@ -95,6 +95,9 @@ class EnrichmentStep(ResilientTask):
         still finishes and nothing is silently lost."""
         ctx = args[0] if args and isinstance(args[0], dict) else None
         if ctx is None or "item_id" not in ctx:
+            return
+        if is_broker_outage(exc):  # its next step could not be sent: left for the reconciler
+            log.warning("step.not_continued", item_id=ctx["item_id"], why="broker unreachable")
             return
         code = error_code(exc)
         try:

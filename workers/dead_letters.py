@@ -28,7 +28,7 @@ from celery.signals import task_failure
 
 from pipeline import dead_letters
 from pipeline.correlation import HEADER
-from pipeline.errors import PipelineError, error_code
+from pipeline.errors import PipelineError, error_code, is_broker_outage
 
 log = structlog.get_logger(__name__)
 
@@ -72,6 +72,9 @@ def _dead_letter(
     **_: Any,
 ) -> None:
     if exception is None:
+        return
+    if is_broker_outage(exception):  # the work is fine and still open: the reconciler has it
+        log.warning("dead_letter.skipped", task_id=task_id, why="broker unreachable")
         return
     request = getattr(sender, "request", None)
     if getattr(request, "id", None) != task_id:

@@ -44,7 +44,13 @@ from celery.exceptions import Ignore, Reject
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from pipeline import metrics
-from pipeline.errors import InputError, TenantRateExceededError, VendorError, error_code
+from pipeline.errors import (
+    InputError,
+    TenantRateExceededError,
+    VendorError,
+    error_code,
+    is_broker_outage,
+)
 from pipeline.resilience.guard import CallRecorder, vendor_guard
 from pipeline.resilience.retry import RetryPolicy
 from pipeline.settings import get_settings
@@ -207,7 +213,7 @@ class RunTask(ResilientTask):
         from pipeline import runs
         from pipeline.db.models import ItemStatus
 
-        if not args:
+        if not args or is_broker_outage(exc):  # not the work's fault: the reconciler re-drives
             return
         code = error_code(exc)
         try:

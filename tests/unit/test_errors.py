@@ -432,3 +432,17 @@ def test_parse_retry_after_asctime_date_is_gmt_whatever_local_tz() -> None:
         else:
             os.environ["TZ"] = saved
         time.tzset()
+
+
+def test_a_broker_outage_is_told_apart_also_inside_celerys_reject() -> None:
+    from celery.exceptions import Reject
+    from kombu.exceptions import OperationalError as BrokerDown
+
+    from pipeline.errors import is_broker_outage
+
+    down = BrokerDown("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+    assert is_broker_outage(down)
+    assert is_broker_outage(Reject(down, requeue=False)), "a retry Celery could not send"
+    assert not is_broker_outage(Reject(VendorServerError("x", vendor="crm"), requeue=False))
+    assert not is_broker_outage(VendorServerError("x", vendor="crm"))
+    assert not is_broker_outage(ValueError("x"))
