@@ -30,17 +30,13 @@ from sqlalchemy import select, update
 
 from pipeline.db.engine import session_scope
 from pipeline.db.models import ApiKey, utcnow
-from pipeline.errors import DependencyUnavailableError, InputError, NotFoundError
+from pipeline.errors import DATABASE_ERRORS, DependencyUnavailableError, InputError, NotFoundError
 from pipeline.settings import get_settings
 
 KEY_TAG = "pk_"
 PREFIX_LENGTH = len(KEY_TAG) + 12
 # Postgres unreachable (or its pool exhausted): the answer is 503, not a 500.
-_DATABASE_DOWN = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    sqlalchemy.exc.TimeoutError,
-)
+_DATABASE_DOWN: tuple[type[Exception], ...] = (*DATABASE_ERRORS, sqlalchemy.exc.TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -98,6 +94,11 @@ def create_api_key(
         return key, _summary(row)
 
 
+# How long a remembered key still opens the API while Postgres cannot be asked: long
+# enough for an outage, not forever (a key revoked meanwhile works until then).
+STALE_MAX_S = 24 * 3600.0
+
+
 class KeyCache:
     """Successful authentications, remembered for `ttl_s` (default: `API_KEY_CACHE_S`, read
     at each use; 0 remembers nothing) by the key's SHA-256 — never the key itself.
@@ -125,13 +126,18 @@ class KeyCache:
     def ttl_s(self) -> float:
         return get_settings().api_key_cache_s if self._ttl_s is None else self._ttl_s
 
-    def get(self, digest: str) -> ApiKeySummary | None:
+    def get(self, digest: str, *, stale_ok: bool = False) -> ApiKeySummary | None:
+        """The remembered key, if checked within the TTL — or, with `stale_ok` (Postgres is
+        unreachable, so nothing newer can be known), within `STALE_MAX_S`."""
         with self._mutex:
             found = self._seen.get(digest)
             if found is None:
                 return None
-            if self._clock() - found[0] >= self.ttl_s:
+            age = self._clock() - found[0]
+            if age >= STALE_MAX_S:
                 del self._seen[digest]
+                return None
+            if age >= self.ttl_s and not stale_ok:
                 return None
             self._seen.move_to_end(digest)
             return found[1]
@@ -154,7 +160,8 @@ def authenticate(presented: str | None, *, cache: KeyCache | None = None) -> Api
     is then compared in constant time, so response times say nothing about a guess.
 
     With `cache`, a key that authenticated within its TTL is answered from it, without
-    Postgres (see the module's docstring). Postgres unreachable for a key not in the cache:
+    Postgres (see the module's docstring); while Postgres is unreachable, one remembered for
+    longer still is (up to `STALE_MAX_S`). Postgres unreachable for a key not in the cache:
     `DependencyUnavailableError`.
     """
     if not presented or not presented.startswith(KEY_TAG) or len(presented) > 200:
@@ -170,6 +177,9 @@ def authenticate(presented: str | None, *, cache: KeyCache | None = None) -> Api
                 )
             ).all()
     except _DATABASE_DOWN as exc:
+        stale = cache.get(digest, stale_ok=True) if cache is not None else None
+        if stale is not None:  # the best answer there is while Postgres cannot be asked
+            return stale
         raise DependencyUnavailableError(
             f"the database is unreachable ({type(exc).__name__}) and this API key was not "
             "used recently, so it cannot be checked; try again shortly"

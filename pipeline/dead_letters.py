@@ -23,19 +23,17 @@ from typing import Any
 
 import structlog
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import IntegrityError
 
 from pipeline import metrics, runs
 from pipeline.db.engine import session_scope
 from pipeline.db.models import DeadLetter, DeadLetterStatus, ItemStatus, Run, utcnow
 from pipeline.dead_letter_spool import DeadLetterSpool
-from pipeline.errors import AlreadyReplayedError, NotFoundError
+from pipeline.errors import DATABASE_ERRORS, AlreadyReplayedError, NotFoundError
 
 log = structlog.get_logger(__name__)
 MAX_MESSAGE = 2000
 MAX_TRACEBACK = 20000
-# The database unreachable (down, restarting, network): the entry is spooled in Redis.
-DATABASE_DOWN = (OperationalError, InterfaceError)
 # Messages no task can run (`workers.consumer`): their task name, if any, is not one of ours.
 UNRUNNABLE = (
     "not_an_envelope",
@@ -125,7 +123,7 @@ def record(
     }
     try:
         return _write(row)
-    except DATABASE_DOWN as error:
+    except DATABASE_ERRORS as error:
         log.warning("dead_letter.database_down", task_id=row["task_id"], error=type(error).__name__)
         DeadLetterSpool.from_settings().push(row)
         return None
@@ -137,7 +135,7 @@ def drain_spool() -> int:
     dead; an entry leaves the spool only once written. How many were written. Never
     raises for an outage: the database or Redis down again ends the drain, the rest stays
     spooled for the next one."""
-    return DeadLetterSpool.from_settings().drain(_write, stop_on=DATABASE_DOWN)
+    return DeadLetterSpool.from_settings().drain(_write, stop_on=DATABASE_ERRORS)
 
 
 def _write(row: dict[str, Any]) -> int:
@@ -206,11 +204,12 @@ def _mark_subject_dead(subject: Subject, reason: str) -> None:
     if subject.run_id is None:
         return
     try:
-        view = runs.get_run(subject.run_id)
-        for item in view.items if view else []:
-            wanted = subject.item_id is None or item.id == subject.item_id
-            if wanted and item.status not in runs.TERMINAL:
-                runs.finish_item(item.id, ItemStatus.DEAD, [reason])
+        if subject.item_id is not None:  # one item (of that run: ids come from a message)
+            if subject.item_id in runs.open_item_ids(subject.run_id, only=[subject.item_id]):
+                runs.finish_item(subject.item_id, ItemStatus.DEAD, [reason])
+            return
+        for item_id in runs.open_item_ids(subject.run_id):
+            runs.finish_item(item_id, ItemStatus.DEAD, [reason])
     except Exception as error:  # the entry is kept; the item can be replayed by hand
         log.error("dead_letter.subject_not_marked", error=type(error).__name__)
 

@@ -19,7 +19,14 @@ from sqlalchemy.orm import Session
 
 from pipeline import metrics
 from pipeline.db.engine import session_scope
-from pipeline.db.models import Deferral, DeferralStatus, Run, RunItem, utcnow
+from pipeline.db.models import (
+    OPEN_ITEM_STATUSES,
+    Deferral,
+    DeferralStatus,
+    Run,
+    RunItem,
+    utcnow,
+)
 from pipeline.errors import CircuitOpenError, RetriesExhaustedError, VendorError
 from pipeline.progress import with_event
 
@@ -94,6 +101,25 @@ def settle(
     return healed
 
 
+def drop_for(session: Session, item_id: int) -> None:
+    """The item ended in a way no vendor's return can mend (it died): its deferrals expire."""
+    session.execute(
+        update(Deferral)
+        .where(Deferral.item_id == item_id, Deferral.status.in_(LIVE))
+        .values(status=DeferralStatus.EXPIRED, updated_at=utcnow())
+    )
+
+
+def drop_vendors(item_id: int, vendors: list[str]) -> None:
+    """These deferrals of the item are moot (its outcome no longer shows them): expired."""
+    with session_scope() as session:
+        session.execute(
+            update(Deferral)
+            .where(Deferral.item_id == item_id, Deferral.vendor.in_(vendors))
+            .values(status=DeferralStatus.EXPIRED, updated_at=utcnow())
+        )
+
+
 def due(now: datetime, *, tenant_id: int | None = None) -> list[tuple[int, str]]:
     """(tenant, vendor) pairs with deferrals waiting and due for another try."""
     query = (
@@ -153,12 +179,21 @@ def expire(now: datetime, *, window_s: float, max_attempts: int) -> int:
 
 
 def release_stale(now: datetime) -> int:
-    """A heal that never came back (its message lost, its worker killed) leaves deferrals
-    `healing`: past their next try they wait again, to be claimed anew."""
+    """A heal that finished without settling them (the item finished by a path that says
+    nothing of its vendors) leaves deferrals `healing`: past their next try they wait
+    again, to be claimed anew. One whose item is still open is left alone — its heal is
+    under way (or lost, and the reconciler re-drives it)."""
+    finished = select(RunItem.id).where(
+        RunItem.id == Deferral.item_id, RunItem.status.not_in(OPEN_ITEM_STATUSES)
+    )
     with session_scope() as session:
         back = session.execute(
             update(Deferral)
-            .where(Deferral.status == DeferralStatus.HEALING, Deferral.next_try_at <= now)
+            .where(
+                Deferral.status == DeferralStatus.HEALING,
+                Deferral.next_try_at <= now,
+                finished.exists(),
+            )
             .values(status=DeferralStatus.WAITING, updated_at=now)
         )
         return int(back.rowcount)  # type: ignore[attr-defined]

@@ -31,6 +31,29 @@ CRAWL_SHORTFALLS = ("CRAWL_THIN", "CRAWL_ERROR", "CRAWL_SKIPPED:no_domain", "CIR
 EMPTY_COMPANY: dict[str, Any] = {"id": None, "name": None, "domain": None}
 
 
+def step_context(
+    run: Any,
+    item_id: int,
+    company: dict[str, Any],
+    *,
+    had_contacts: bool,
+    reasons: Iterable[str] = (),
+    generation: int = 0,
+) -> Context:
+    """What an item's first step is given: ids, the company, the run's options (fixed when
+    it was enqueued) and which copy of the item's work this is (`generation`)."""
+    return {
+        "run_id": str(run.id),
+        "item_id": item_id,
+        "tenant_id": run.tenant_id,
+        "company": company,
+        "had_contacts": had_contacts,
+        "options": run.options,
+        "reasons": list(reasons),
+        "generation": generation,
+    }
+
+
 def precondition(ctx: Context) -> Context:
     """No domain and no name: nothing to look for; the item fails with `DATA_EMPTY`."""
     company = ctx["company"]

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import pybreaker
 import requests
-from kombu.exceptions import OperationalError as KombuOperationalError
+import sqlalchemy.exc
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 
@@ -262,25 +262,18 @@ def error_code(error: BaseException) -> str:
     return type(error).__name__
 
 
-def is_broker_outage(error: BaseException) -> bool:
-    """The broker could not be reached to send what the work produced (a chain's next step,
-    a retry). The work itself is not at fault and nothing about it is lost: Postgres still
-    shows the item open at its last step, and the reconciler re-drives it once the broker is
-    back — so it is neither dead-lettered nor marked dead. (Celery wraps a retry it could
-    not send in a `Reject` whose `reason` is the broker's error.)"""
-    inner = getattr(error, "reason", None)
-    if isinstance(inner, BaseException) and inner is not error:
-        return is_broker_outage(inner)
-    return isinstance(error, KombuOperationalError)
+# Our own database dropping out (down, restarting, a connection cut): not the work's fault.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+)
 
 
 def is_transient(error: BaseException) -> bool:
     """Worth another try later: a retryable vendor error, or our database dropping out."""
     if isinstance(error, VendorError):
         return error.retryable
-    from sqlalchemy.exc import InterfaceError, OperationalError
-
-    return isinstance(error, OperationalError | InterfaceError)
+    return isinstance(error, DATABASE_ERRORS)
 
 
 def _where(request: requests.Request | requests.PreparedRequest | None) -> str:

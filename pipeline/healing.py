@@ -3,14 +3,17 @@
 An item degraded by a vendor condition that passes (`pipeline.deferrals`) waits for that
 (tenant, vendor). Each reconciler pass asks, for every pair with work due:
 
-- is the vendor back? A closed breaker says yes (it never opened, or closed on traffic). An
-  open one whose cool-off is over gets a probe — one cheap request through the breaker as
-  its half-open call (`VendorClient.probe`) — which closes it or opens it for another
-  cool-off. Breakers nobody calls any more are probed too, so an idle tenant's breaker does
-  not stay open (and alerting) after its vendor came back;
+- is the vendor back? One probe — a cheap request (`VendorClient.probe`) through the
+  tenant's breaker — tells: a call like any other while the breaker is closed, its
+  half-open call once an open one's cool-off is over (closing it, or opening it for
+  another cool-off); while it still cools off, no. Breakers nobody calls any more are
+  probed too, so an idle tenant's breaker does not stay open (and alerting) after its
+  vendor came back;
 - then its items redo only what is missing: an enrichment item the steps of that vendor
   (contact lookup, email verification, crawl...) from what is stored about it; a CRM sync
-  or export item its write, through its run's task. Each item is reopened first — its run
+  or export item its write, through its run's task. Only items that still show what was
+  deferred are healed (one replayed or dead since has nothing of it left; its deferral is
+  dropped). Each item is reopened first, as a new copy of its work — its run
   opens again and closes, with recomputed counts and status, when the heal is done — and
   its old reasons go to its history. When its run closes again, the stages after it get
   what changed (`pipeline.stages`).
@@ -35,14 +38,13 @@ from pipeline import companies, deferrals, runs
 from pipeline.breakers.contract import CLOSED
 from pipeline.breakers.inspection import inspect_breakers
 from pipeline.db.models import Deferral, ItemStatus, RunKind, utcnow
-from pipeline.enrichment_rules import heal_plan
-from pipeline.errors import PipelineError
+from pipeline.enrichment_rules import heal_plan, step_context
 from pipeline.reopening import reopen_items
 from pipeline.settings import Settings
 
 log = structlog.get_logger(__name__)
 PROBES_PER_PASS = 50  # idle open breakers probed per pass; the next pass takes the rest
-HEALABLE = (ItemStatus.DEGRADED, ItemStatus.FAILED, ItemStatus.DEAD)
+HEALABLE = (ItemStatus.DEGRADED, ItemStatus.FAILED)
 
 
 class HealDispatch(Protocol):
@@ -121,75 +123,85 @@ class Healer:
         return len(stuck)
 
     def _heal(self, claimed: list[Deferral]) -> None:
-        by_run: dict[tuple[str, uuid.UUID], dict[int, list[str]]] = defaultdict(dict)
+        by_run: dict[tuple[str, uuid.UUID], dict[int, dict[str, str]]] = defaultdict(dict)
         for row in claimed:
-            by_run[(row.kind, row.run_id)].setdefault(row.item_id, []).append(row.vendor)
+            by_run[(row.kind, row.run_id)].setdefault(row.item_id, {})[row.vendor] = row.reason
         for (kind, run_id), items in by_run.items():
             try:
                 self._heal_run(kind, run_id, items)
-            except PipelineError as exc:  # one run's trouble must not stop the others
-                log.error("healing.failed", run_id=str(run_id), error=exc.code)
+            except Exception as exc:  # one run's trouble (a broker refusing) stops no other
+                log.error("healing.failed", run_id=str(run_id), error=type(exc).__name__)
 
-    def _heal_run(self, kind: str, run_id: uuid.UUID, items: dict[int, list[str]]) -> None:
+    def _heal_run(self, kind: str, run_id: uuid.UUID, items: dict[int, dict[str, str]]) -> None:
+        """Reopen the run's items that still show what was deferred — degraded or failed
+        with the deferral's reason; an item that ended otherwise since (replayed, died) has
+        nothing of it left to heal, and its deferral is dropped — and send their work."""
         view = runs.get_run(run_id)
         if view is None:
             return
+        stored = {item.id: item for item in view.items}
+        healable: dict[int, dict[str, str]] = {}
+        for item_id, deferred in items.items():
+            item = stored.get(item_id)
+            if item is None or item.status not in HEALABLE:
+                continue
+            shown = [v for v, reason in deferred.items() if reason in item.degraded_reasons]
+            moot = [v for v in deferred if v not in shown]
+            if moot:
+                deferrals.drop_vendors(item_id, moot)
+            if shown:
+                healable[item_id] = {v: deferred[v] for v in shown}
         if kind != RunKind.ENRICHMENT:
-            vendors = sorted({v for found in items.values() for v in found})
-            reopened = reopen_items(
-                run_id, list(items), statuses=HEALABLE, event="healing", note={"vendors": vendors}
-            )
-            if reopened:
+            vendors = sorted({v for deferred in healable.values() for v in deferred})
+            note = {"vendors": vendors}
+            if healable and reopen_items(
+                run_id, list(healable), statuses=HEALABLE, event="healing", note=note
+            ):
                 if kind == RunKind.EXPORT:
                     runs.enable_export(run_id)
                 self.dispatch.resend_run(kind, run_id)
             return
-        stored = {item.id: item for item in view.items}
-        waiting = deferrals.waiting_of(list(items))
-        for item_id, vendors in items.items():
-            item = stored.get(item_id)
-            if item is None:
-                continue
-            steps, kept = heal_plan(vendors, _reasons(item.degraded_reasons))
-            if not reopen_items(
+        waiting = deferrals.waiting_of(list(healable))
+        for item_id, deferred in healable.items():
+            item = stored[item_id]
+            steps, kept = heal_plan(deferred, _reasons(item.degraded_reasons))
+            reopened = reopen_items(
                 run_id,
                 [item_id],
                 to=ItemStatus.QUEUED,
                 statuses=HEALABLE,
                 event="healing",
-                note={"vendors": sorted(vendors)},
-            ):
+                note={"vendors": sorted(deferred)},
+            )
+            if not reopened:
                 continue  # it moved meanwhile (another heal, a replay): leave it be
-            ctx = heal_context(view.run, item.id, item.item_key, kept, vendors)
+            ctx = heal_context(view.run, item, kept, deferred, reopened[0].generation)
             # what it still waits for, from vendors not back yet, keeps waiting
             ctx["deferred"] = {
-                v: reason for v, reason in waiting.get(item_id, {}).items() if v not in vendors
+                v: reason for v, reason in waiting.get(item_id, {}).items() if v not in deferred
             }
             self.dispatch.heal_steps(steps, ctx)
 
 
 def heal_context(
-    run: Any, item_id: int, item_key: str, reasons: list[str], vendors: Iterable[str]
+    run: Any, item: Any, reasons: list[str], vendors: Iterable[str], generation: int
 ) -> dict[str, Any]:
     """The step context of an enrichment item being healed, rebuilt from what is stored:
     its company, its run's options, the reasons that stand, and — when the company has
     contacts already (so no lookup will run) — its contacts, with emails whose
     verification was deferred made unverified again so they are verified now."""
-    company_id = int(item_key.split(":", 1)[1])
+    company_id = int(item.item_key.split(":", 1)[1])
     company = companies.companies_by_id(run.tenant_id, [company_id]).get(company_id)
     stored = companies.contacts_of(company_id) if company else []
-    ctx: dict[str, Any] = {
-        "run_id": str(run.id),
-        "item_id": item_id,
-        "tenant_id": run.tenant_id,
-        "company": company.as_dict()
-        if company
-        else {"id": company_id, "name": None, "domain": None},
-        "had_contacts": bool(stored),
-        "options": run.options,
-        "reasons": reasons,
-        "healing": sorted(vendors),
-    }
+    found = company.as_dict() if company else {"id": company_id, "name": None, "domain": None}
+    ctx = step_context(
+        run,
+        item.id,
+        found,
+        had_contacts=bool(stored),
+        reasons=reasons,
+        generation=generation,
+    )
     if stored:
         reverify = "zerobounce" in vendors
         ctx["contacts"] = [
@@ -209,24 +221,3 @@ def heal_context(
 
 def _reasons(joined: str) -> list[str]:
     return [r for r in joined.split(",") if r]
-
-
-def vendor_back(tenant_id: int, vendor: str) -> bool:
-    """Whether `vendor` answers `tenant_id` now: its breaker is closed, or a probe sent
-    through it (its half-open call, once the cool-off is over) succeeds and closes it."""
-    from pipeline.breakers import breaker_for
-    from pipeline.resilience.guard import vendor_guard
-    from pipeline.vendors import registry
-
-    try:
-        if breaker_for(tenant_id, vendor).current_state == CLOSED:
-            return True
-        vendor_guard().call(tenant_id, vendor, lambda: registry.probe(vendor, tenant_id))
-    except PipelineError as exc:  # still down, still cooling off, or no credential to ask with
-        log.info("healing.vendor_not_back", tenant_id=tenant_id, vendor=vendor, why=exc.code)
-        return False
-    except Exception as exc:  # Redis unreadable, anything else: not known to be back
-        log.warning("healing.probe_failed", vendor=vendor, error=type(exc).__name__)
-        return False
-    log.info("healing.vendor_back", tenant_id=tenant_id, vendor=vendor)
-    return True

@@ -28,7 +28,6 @@ knows no Celery.
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,13 +41,21 @@ from sqlalchemy import exists, select, text
 from pipeline import dead_letters, metrics, progress, runs, stages
 from pipeline.breakers.restore import restore_open_breakers
 from pipeline.db.engine import engine_for, session_scope
-from pipeline.db.models import OPEN_ITEM_STATUSES, Run, RunItem, RunKind, RunStatus, utcnow
+from pipeline.db.models import (
+    OPEN_ITEM_STATUSES,
+    ReconcilerMark,
+    Run,
+    RunItem,
+    RunKind,
+    RunStatus,
+    utcnow,
+)
 from pipeline.healing import Healer, HealReport
-from pipeline.reconciler_marks import RedisEpoch, marks, write_mark
+from pipeline.reconciler_marks import RedisEpoch, marks, read_mark, write_mark
+from pipeline.redrive import Dispatch, Redriver
 from pipeline.settings import Settings
 
 log = structlog.get_logger(__name__)
-BATCH = 2000  # quiet items looked at per pass; the next pass takes the rest
 LOCK_KEY = 0x70697065  # pg advisory lock: one reconciler pass at a time, cluster-wide
 
 
@@ -61,14 +68,6 @@ class BrokerView(Protocol):
 
     def epochs(self) -> list[RedisEpoch]:
         """The epoch of each Redis the product depends on (none for other brokers)."""
-
-
-class Dispatch(Protocol):
-    def resume(self, item: progress.OpenItem) -> None:
-        """Send an enrichment item's work again from its checkpoint step."""
-
-    def resend_run(self, kind: str, run_id: uuid.UUID) -> None:
-        """Send a run's task again (it works through the run's open items)."""
 
 
 @dataclass
@@ -119,7 +118,7 @@ class Reconciler:
             now = now or utcnow()
             reset = [e for e in self.broker.epochs() if e.check(now) is not None]
             report.resets = [epoch.name for epoch in reset]
-            if any(epoch.url == self.settings.redis_url for epoch in reset):
+            if any(epoch.holds_state for epoch in reset):
                 report.breakers_restored = restore_open_breakers(now)
             report.spooled = dead_letters.drain_spool()
             self._redrive(now, tenant_id, report)
@@ -138,48 +137,35 @@ class Reconciler:
     # -- lost messages ---------------------------------------------------------------------
 
     def _redrive(self, now: datetime, tenant_id: int | None, report: ReconcileReport) -> None:
+        """See the module docstring, point 2. The lease counts from an item's last move — or
+        from when the reconciler itself could run again after a gap (the database down,
+        beat stopped), since nothing could mark progress meanwhile. A queue seen empty
+        counts only if seen a whole step after the item's last move: by then the step had
+        sent its next message, which had left the queue, or was lost."""
         drained = self._observe_queues(now)
-        reset_at = self._last_reset()
+        reset_at = _latest(marks("reset:"))
+        resumed_at = self._resumed_at(now)
+        step_s = timedelta(seconds=self.settings.task_time_limit_s)
+
+        def lost(item: progress.OpenItem) -> str | None:
+            if reset_at is not None and item.progress_at < reset_at:
+                return "redis_reset"
+            since = max(item.progress_at, resumed_at) if resumed_at else item.progress_at
+            overdue = now - since > timedelta(seconds=self.settings.lease_s(item.kind))
+            report.overdue[item.kind] += overdue
+            seen_empty = drained.get(self.broker.queue_of(item.kind))
+            if overdue and seen_empty is not None and seen_empty > item.progress_at + step_s:
+                return "lease"
+            return None
+
         shortest = min(self.settings.lease_s(kind) for kind in RunKind)
         before = now - timedelta(seconds=shortest)
         if reset_at is not None:
             before = max(before, reset_at)
-        runs_to_resend: dict[uuid.UUID, str] = {}
-        for item in progress.quiet_items(before, tenant_id=tenant_id, limit=BATCH):
-            overdue = now - item.progress_at > timedelta(seconds=self.settings.lease_s(item.kind))
-            report.overdue[item.kind] += overdue
-            why = self._why_lost(item, overdue, drained, reset_at)
-            if why is None:
-                continue
-            if item.redrives >= self.settings.reconcile_max_redrives:
-                self._give_up(item, now)
-                report.stalled += 1
-                continue
-            event = {"event": "redriven", "why": why, "step": item.step}
-            resume = item.kind == RunKind.ENRICHMENT and bool(item.step and item.checkpoint)
-            if not progress.claim_redrive(item, event, to_pending=not resume):
-                continue  # it moved meanwhile, or another pass took it
-            report.redriven[item.kind] += 1
-            if resume:
-                self.dispatch.resume(item)
-            else:
-                runs_to_resend[item.run_id] = item.kind
-        for run_id, kind in runs_to_resend.items():
-            self.dispatch.resend_run(kind, run_id)
-
-    def _why_lost(
-        self,
-        item: progress.OpenItem,
-        overdue: bool,
-        drained: dict[str, datetime],
-        reset_at: datetime | None,
-    ) -> str | None:
-        if reset_at is not None and item.progress_at < reset_at:
-            return "redis_reset"
-        seen_empty = drained.get(self.broker.queue_of(item.kind))
-        if overdue and seen_empty is not None and seen_empty > item.progress_at:
-            return "lease"
-        return None
+        redriven, report.stalled = Redriver(self.settings, self.dispatch).run(
+            before, lost, now=now, tenant_id=tenant_id
+        )
+        report.redriven.update(redriven)
 
     def _observe_queues(self, now: datetime) -> dict[str, datetime]:
         """When each queue was last seen empty (now, for those empty now)."""
@@ -188,27 +174,20 @@ class Reconciler:
                 write_mark(f"drained:{queue}", at=now)
         return {name: mark.at for name, mark in marks("drained:").items()}
 
-    @staticmethod
-    def _last_reset() -> datetime | None:
-        found = [mark.at for mark in marks("reset:").values()]
-        return max(found) if found else None
+    def _resumed_at(self, now: datetime) -> datetime | None:
+        """When passes resumed after a gap of more than three intervals (None: never)."""
+        last = read_mark("pass")
+        gap = timedelta(seconds=max(60.0, 3 * self.settings.reconcile_interval_s))
+        if last is not None and now - last.at > gap:
+            log.warning("reconciler.resumed", gap_s=round((now - last.at).total_seconds()))
+            write_mark("resumed", at=now)
+        write_mark("pass", at=now)
+        resumed = read_mark("resumed")
+        return resumed.at if resumed is not None else None
 
-    def _give_up(self, item: progress.OpenItem, now: datetime) -> None:
-        quiet_s = round((now - item.progress_at).total_seconds())
-        dead_letters.record(
-            task_id=f"stalled:{item.id}:{item.redrives}",
-            task_name=f"stalled:{item.kind}",
-            args=[],
-            kwargs={"run_id": str(item.run_id), "item_id": item.id, "tenant_id": item.tenant_id},
-            path="stalled",
-            error_code="STALLED",
-            message=(
-                f"no progress for {quiet_s}s after {item.redrives} re-drives "
-                f"(last step: {item.step or item.status})"
-            ),
-            attempts=item.redrives + 1,
-            options={"history": item.history, "step": item.step},
-        )
+
+def _latest(found: dict[str, ReconcilerMark]) -> datetime | None:
+    return max((mark.at for mark in found.values()), default=None)
 
 
 def close_finished_runs(now: datetime, *, tenant_id: int | None = None) -> int:

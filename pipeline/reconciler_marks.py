@@ -21,7 +21,7 @@ import structlog
 from sqlalchemy import select
 
 from pipeline.db.engine import session_scope
-from pipeline.db.models import ReconcilerMark, utcnow
+from pipeline.db.models import ReconcilerMark, aware, utcnow
 from pipeline.db.upsert import insert_for
 
 log = structlog.get_logger(__name__)
@@ -29,7 +29,10 @@ log = structlog.get_logger(__name__)
 
 def read_mark(name: str) -> ReconcilerMark | None:
     with session_scope() as session:
-        return session.get(ReconcilerMark, name)
+        mark = session.get(ReconcilerMark, name)
+    if mark is not None:
+        mark.at = aware(mark.at)
+    return mark
 
 
 def write_mark(name: str, value: str = "", at: datetime | None = None) -> None:
@@ -46,15 +49,22 @@ def write_mark(name: str, value: str = "", at: datetime | None = None) -> None:
 def marks(prefix: str) -> dict[str, ReconcilerMark]:
     """Every mark whose name starts with `prefix`, by the rest of its name."""
     with session_scope() as session:
-        rows = session.scalars(select(ReconcilerMark).where(ReconcilerMark.name.startswith(prefix)))
-        return {row.name.removeprefix(prefix): row for row in rows}
+        rows = list(
+            session.scalars(select(ReconcilerMark).where(ReconcilerMark.name.startswith(prefix)))
+        )
+    for row in rows:
+        row.at = aware(row.at)
+    return {row.name.removeprefix(prefix): row for row in rows}
 
 
 class RedisEpoch:
     """The epoch kept in one Redis (`name`: what that Redis is to us, e.g. `broker`)."""
 
-    def __init__(self, name: str, client: redis.Redis, key: str, *, url: str = "") -> None:
-        self.name, self.client, self.key, self.url = name, client, key, url
+    def __init__(
+        self, name: str, client: redis.Redis, key: str, *, holds_state: bool = False
+    ) -> None:
+        """`holds_state`: this Redis keeps breakers, leases and tokens (REDIS_URL's)."""
+        self.name, self.client, self.key, self.holds_state = name, client, key, holds_state
 
     def check(self, now: datetime) -> datetime | None:
         """When this Redis was found to have restarted empty (now), or None. A Redis that

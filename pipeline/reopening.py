@@ -25,8 +25,9 @@ REPLAYABLE = (ItemStatus.DEAD, ItemStatus.FAILED)
 @dataclass(frozen=True)
 class ReopenedItem:
     id: int
-    status: ItemStatus
-    reasons: str
+    status: ItemStatus  # as it was
+    reasons: str  # as they were
+    generation: int = 0  # the new copy of its work that may run now
 
 
 def reopen_items(
@@ -51,7 +52,10 @@ def reopen_items(
             chosen = chosen.where(RunItem.id.in_(list(item_ids)))
         reopened: list[ReopenedItem] = []
         for item in session.scalars(chosen.with_for_update()):
-            reopened.append(ReopenedItem(item.id, ItemStatus(item.status), item.degraded_reasons))
+            generation = item.generation + 1
+            reopened.append(
+                ReopenedItem(item.id, ItemStatus(item.status), item.degraded_reasons, generation)
+            )
             session.execute(
                 update(RunItem)
                 .where(RunItem.id == item.id)
@@ -61,6 +65,7 @@ def reopen_items(
                     updated_at=utcnow(),
                     progress_at=utcnow(),
                     redrives=0,  # another go on purpose: a fresh re-drive budget
+                    generation=generation,
                     history=progress.with_event(
                         item.history or [],
                         {
@@ -78,8 +83,9 @@ def reopen_items(
             if run.finished_at is not None:  # it had closed: its next close is a re-close
                 run.replays += 1
             run.status, run.finished_at = RunStatus.RUNNING, None
-            has_follower = session.scalar(select(Run.id).where(Run.follows_run_id == run_id))
-            if (run.options or {}).get("then") and has_follower is None:
+            if (run.options or {}).get("then"):
+                # it hands off again when it closes: a next stage that never started
+                # starts, one that did is given what changed (`pipeline.stages`)
                 run.handed_off_at = None
     return reopened
 

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from pipeline.db.engine import session_scope
-from pipeline.db.models import Deferral, DeferralStatus, RunItem
+from pipeline.db.models import Deferral, DeferralStatus, RunItem, aware
 from pipeline.deferrals import LIVE
 from pipeline.runs import RunView, get_run
 
@@ -180,7 +180,7 @@ def with_deferrals(view: RunView) -> RunDetails:
                     reason=public_reason(reason),
                     status=str(status),
                     attempts=int(attempts),
-                    next_try_at=_aware(next_try_at),
+                    next_try_at=aware(next_try_at),
                 )
             )
     return RunDetails(view, deferred, {str(s): n for s, n in counts.items()})
@@ -201,9 +201,7 @@ def healed_counts(run_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, int]:
 
 
 def _healed_at(item: RunItem) -> datetime:
-    return (
-        _aware(item.healed_at) if item.healed_at is not None else datetime.min.replace(tzinfo=UTC)
-    )
+    return aware(item.healed_at) if item.healed_at is not None else datetime.min.replace(tzinfo=UTC)
 
 
 def _is_redrive(raw: Any) -> bool:
@@ -212,15 +210,10 @@ def _is_redrive(raw: Any) -> bool:
 
 def _moment(value: Any) -> datetime | None:
     if isinstance(value, datetime):
-        return _aware(value)
+        return aware(value)
     if not isinstance(value, str):
         return None
     try:
-        return _aware(datetime.fromisoformat(value))
+        return aware(datetime.fromisoformat(value))
     except ValueError:
         return None
-
-
-def _aware(at: datetime) -> datetime:
-    """SQLite hands back naive datetimes (stored as UTC); Postgres aware ones."""
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)

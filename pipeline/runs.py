@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -153,24 +152,27 @@ def mark_handed_off(run_id: uuid.UUID) -> bool:
         return bool(done.rowcount)  # type: ignore[attr-defined]
 
 
-@contextmanager
-def claiming_pending_items(
-    run_id: uuid.UUID,
-) -> Iterator[tuple[Run, list[tuple[int, str]], Session]]:
-    """The run and its still-pending items (id, key), marked queued when the block ends.
+@dataclass(frozen=True)
+class ClaimedItem:
+    id: int
+    key: str
+    generation: int
 
-    The claim commits only after the block has sent their work: if the sender dies first,
-    the items stay pending and a redelivered sender sends them again (steps are idempotent).
-    """
+
+def claim_pending_items(run_id: uuid.UUID) -> tuple[Run, list[ClaimedItem]]:
+    """The run and its still-pending items, now queued (committed before any work is sent,
+    so a first step never waits on this claim's row locks). If the sender dies before
+    sending them all, the items it claimed sit queued with no step taken: the reconciler
+    sends them again through the run's task (`pipeline.reconciler`)."""
     with session_scope() as session:
         run = session.get_one(Run, run_id)
         claimed = session.execute(
             update(RunItem)
             .where(RunItem.run_id == run_id, RunItem.status == ItemStatus.PENDING)
             .values(status=ItemStatus.QUEUED, updated_at=utcnow(), progress_at=utcnow())
-            .returning(RunItem.id, RunItem.item_key)
+            .returning(RunItem.id, RunItem.item_key, RunItem.generation)
         ).all()
-        yield run, [(item_id, key) for item_id, key in claimed], session
+    return run, [ClaimedItem(item_id, key, generation) for item_id, key, generation in claimed]
 
 
 def progress(run_id: uuid.UUID) -> tuple[int, int]:
@@ -183,6 +185,15 @@ def progress(run_id: uuid.UUID) -> tuple[int, int]:
             ).where(RunItem.run_id == run_id)
         ).one()
         return int(done), int(total)
+
+
+def open_item_ids(run_id: uuid.UUID, *, only: Iterable[int] | None = None) -> list[int]:
+    """The run's open items (among `only`, when given)."""
+    query = select(RunItem.id).where(RunItem.run_id == run_id, RunItem.status.not_in(TERMINAL))
+    if only is not None:
+        query = query.where(RunItem.id.in_(list(only)))
+    with session_scope() as session:
+        return list(session.scalars(query))
 
 
 def item_ids(run_id: uuid.UUID) -> dict[str, int]:
@@ -246,12 +257,21 @@ def mark_item_finished(
 ) -> uuid.UUID | None:
     """Set a still-open item's final status and comma-joined reasons; its run's id, or None
     when the item was already terminal (a repeated last step: the caller writes nothing)."""
-    return session.scalar(
+    run_id = session.scalar(
         update(RunItem)
         .where(RunItem.id == item_id, RunItem.status.not_in(TERMINAL))
-        .values(status=status, degraded_reasons=",".join(reasons), updated_at=utcnow())
+        # its checkpoint served its purpose (and holds contacts' data): not kept
+        .values(
+            status=status,
+            degraded_reasons=",".join(reasons),
+            updated_at=utcnow(),
+            checkpoint=None,
+        )
         .returning(RunItem.run_id)
     )
+    if run_id is not None and status == ItemStatus.DEAD:
+        deferrals.drop_for(session, item_id)  # a dead item heals by replay, not by waiting
+    return run_id
 
 
 def count_item_done(run_id: uuid.UUID, *, session: Session) -> Run | None:
@@ -269,6 +289,9 @@ def close_finished(run_id: uuid.UUID) -> bool:
     """Close an open run none of whose items is open any more (its latch set to match);
     True if this call closed it. Safe to race: the close is conditional."""
     with session_scope() as session:
+        # the run's row locked first, as reopening and adding items lock it: none of them
+        # can open an item between this count and the close
+        session.get_one(Run, run_id, with_for_update=True)
         open_items = session.scalar(
             select(func.count()).where(RunItem.run_id == run_id, RunItem.status.not_in(TERMINAL))
         )

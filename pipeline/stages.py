@@ -32,7 +32,7 @@ from sqlalchemy import select, update
 from pipeline import deferrals, runs
 from pipeline.companies import contact_ids_of_companies
 from pipeline.db.engine import session_scope
-from pipeline.db.models import Run, RunKind, RunStatus, utcnow
+from pipeline.db.models import Run, RunKind, RunStatus, aware, utcnow
 from pipeline.errors import DependencyUnavailableError, InputError
 from pipeline.reopening import reopen_items
 
@@ -41,19 +41,21 @@ CLOSED = (RunStatus.SUCCEEDED, RunStatus.DEGRADED, RunStatus.FAILED)
 
 
 def start_next_stage(run_id: uuid.UUID) -> None:
-    """A run closed: start its pipeline's next stage — or, when an enrichment run closes
-    again after items were healed or replayed, give the stages that followed it what
-    changed (`feed_followers`)."""
+    """A run closed: start its pipeline's next stage — or, when it closes again after items
+    were healed or replayed and its stages exist, give them what changed
+    (`feed_followers`). Handing off is recorded last, so a crash before it is made good by
+    the sweep."""
     view = runs.get_run(run_id)
-    if view is None:
+    if view is None or view.run.handed_off_at is not None:
         return
     run = view.run
-    if run.handed_off_at is not None:
-        if run.kind == RunKind.ENRICHMENT and run.replays:
-            feed_followers(view)
-        return
     then: list[str] = list((run.options or {}).get("then") or [])
     if not then:
+        return
+    if runs.follower_of(run.id) is not None:  # it closed again: its stages exist already
+        if run.kind == RunKind.ENRICHMENT:
+            feed_followers(view)
+        runs.mark_handed_off(run.id)  # after the feed: a lost feed is redone by the sweep
         return
     if run.status == RunStatus.FAILED and not deferrals.counts(run.id).get("waiting"):
         # failed, and not for a vendor that will come back (healing): the pipeline stops
@@ -82,14 +84,14 @@ def start_next_stage(run_id: uuid.UUID) -> None:
 
 def feed_followers(source: runs.RunView) -> int:
     """Top up the stages after an enrichment run that closed again: each gets items for what
-    it lacks (contacts found, companies processed since) and re-does the companies whose
-    enrichment changed after it wrote them (an export carries the verified email); each
+    it lacks (contacts found, companies processed since) and re-does the companies that
+    healed after it wrote them (an export carries the verified email); each
     stage fed is reopened and sent. Idempotent: what a stage has is not added twice.
     Returns the stages fed."""
     from pipeline.enqueue import enriched_company_ids, send_run
 
     company_ids = enriched_company_ids(source)
-    changed_at = {item.item_key: item.updated_at for item in source.items}
+    healed_at = {item.item_key: item.healed_at for item in source.items if item.healed_at}
     fed = 0
     stage_id = runs.follower_of(source.run.id)
     while stage_id is not None:
@@ -107,8 +109,8 @@ def feed_followers(source: runs.RunView) -> int:
                 item.id
                 for item in stage.items
                 if item.status in runs.TERMINAL
-                and item.item_key in changed_at
-                and changed_at[item.item_key] > item.updated_at
+                and item.item_key in healed_at
+                and aware(healed_at[item.item_key]) > aware(item.updated_at)
             ]
         have = {item.item_key for item in stage.items}
         added = runs.add_items(stage_id, [key for key in wanted if key not in have])

@@ -41,6 +41,7 @@ from pipeline import runs
 from pipeline.companies import contacts_by_id
 from pipeline.crm_tokens import AuthRequiredError
 from pipeline.db.models import ItemStatus, RunItem
+from pipeline.deferrals import is_passing
 from pipeline.errors import (
     CircuitOpenError,
     TenantRateExceededError,
@@ -56,7 +57,7 @@ from pipeline.settings import get_settings
 from pipeline.vendors import registry
 from pipeline.vendors.crm import CrmClient
 from workers.app import app
-from workers.resilient_task import ResilientTask, RunTask
+from workers.resilient_task import ResilientTask, RunTask, spent_retries
 
 log = structlog.get_logger(__name__)
 # Rate pauses in a row without writing anything before a sync gives up: the tenant's other
@@ -230,12 +231,12 @@ def sync_run(
     try:
         sync.push(settings.crm_batch_size, until=time.monotonic() + settings.task_time_limit_s / 2)
     except AuthRequiredError:
-        return _stop(sync, "AUTH_REQUIRED")
+        return _stop(sync, "AUTH_REQUIRED", passing=False)
     except VendorPacedError as exc:  # held back after a 429: the CRM's limit, not ours
         return _rate_limited(self, sync, exc)
     except TenantRateExceededError as exc:
         if not sync.finished and sync.pauses >= MAX_IDLE_PAUSES:  # other syncs take it all
-            return _stop(sync, "CRM_UNAVAILABLE:TENANT_RATE_STARVED")
+            return _stop(sync, "CRM_UNAVAILABLE:TENANT_RATE_STARVED", passing=True)
         return _come_back(sync, exc.retry_after_s or 1.0, why=exc.code)
     except VendorRateLimitError as exc:
         return _rate_limited(self, sync, exc)
@@ -253,7 +254,7 @@ def _rate_limited(task: ResilientTask, sync: RunSync, exc: VendorRateLimitError)
     now = time.time()
     since = now if sync.finished or not sync.limited_since else sync.limited_since
     if now - since >= get_settings().rate_limited_max_s:
-        return _stop(sync, "CRM_UNAVAILABLE:RATE_LIMITED")
+        return _stop(sync, "CRM_UNAVAILABLE:RATE_LIMITED", passing=True)
     countdown = task.policy.retry_after_wait(exc.retry_after_s, key=task.request.id or "")
     return _come_back(sync, countdown, why=exc.code, limited_since=since)
 
@@ -261,7 +262,7 @@ def _rate_limited(task: ResilientTask, sync: RunSync, exc: VendorRateLimitError)
 def _retry_or_stop(task: ResilientTask, sync: RunSync, exc: VendorError) -> int:
     """The CRM failed: try again later under the retry policy, or stop if it is spent."""
     policy = task.policy
-    attempt = 1 if sync.finished else sync.failed_attempts + task.request.retries + 1
+    attempt = 1 if sync.finished else sync.failed_attempts + spent_retries(task.request) + 1
     if isinstance(exc, CircuitOpenError):  # no call was made: wait out the cool-off
         cool_off = float(exc.details.get("retry_in_s") or 0.0)
         delay = cool_off + 0.05 if attempt < policy.max_attempts else None
@@ -269,7 +270,8 @@ def _retry_or_stop(task: ResilientTask, sync: RunSync, exc: VendorError) -> int:
         delay = policy.delay_for(attempt, exc, key=task.request.id or "")
     if delay is None:
         final = policy.final_error(exc, attempt)
-        return _stop(sync, f"CRM_UNAVAILABLE:{getattr(final, 'code', exc.code)}")
+        passing = isinstance(final, VendorError) and is_passing(final)
+        return _stop(sync, f"CRM_UNAVAILABLE:{getattr(final, 'code', exc.code)}", passing=passing)
     # a fresh task carrying the attempts made so far (none, if this one made progress)
     return _come_back(sync, delay, why=exc.code, failed_attempts=attempt)
 
@@ -306,12 +308,12 @@ def _come_back(
     return len(sync.finished)
 
 
-def _stop(sync: RunSync, reason: str) -> int:
-    """The CRM cannot take more (credentials refused, or down past the retry policy)."""
+def _stop(sync: RunSync, reason: str, *, passing: bool) -> int:
+    """The CRM cannot take more (credentials refused, or down past the retry policy). When
+    that passes by itself (`passing`: down, holding us back), the records wait for it to be
+    back (healing); refused credentials or an unreadable answer need a person."""
     log.warning("crm_sync.stopped", reason=reason)
-    # The CRM down or holding us back passes: those records wait for it (healing). Refused
-    # credentials need a person, not time.
-    deferred = {"crm": reason} if reason.startswith("CRM_UNAVAILABLE") else None
+    deferred = {"crm": reason} if passing else None
     for item in sync.remaining:
         runs.finish_item(item.id, ItemStatus.FAILED, [reason], deferred=deferred)
     return len(sync.finished)

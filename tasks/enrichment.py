@@ -44,12 +44,13 @@ from pipeline.enrichment_rules import (
     precondition,
     reasons_for,
     search_query,
+    step_context,
     wants_search,
 )
-from pipeline.errors import InputError, VendorError, error_code, is_broker_outage
+from pipeline.errors import InputError, VendorError, error_code
 from pipeline.vendors import registry as vendors
 from workers.app import app
-from workers.resilient_task import ResilientTask, RunTask
+from workers.resilient_task import ResilientTask, RunTask, is_broker_outage
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -74,9 +75,16 @@ class EnrichmentStep(ResilientTask):
                 raise TypeError("tenant_id")
         except (TypeError, KeyError, ValueError):
             raise Reject(InputError(f"{step}: not a step context"), requeue=False) from None
-        if progress.mark_step(item, run, tenant, step, ctx):
+        generation = ctx.get("generation")
+        if progress.mark_step(item, run, tenant, step, ctx, generation=generation):
             return True
-        log.warning("step.refused", step=step, item_id=item, why="item finished or not found")
+        log.warning(
+            "step.refused",
+            step=step,
+            item_id=item,
+            generation=generation,
+            why="item finished, not found, or superseded by a newer copy of its work",
+        )
         return False
 
     def give_up(self, exc: VendorError, ctx: Context, *args: Any, **kwargs: Any) -> Context:
@@ -149,7 +157,7 @@ def enrichment_chain(
         steps.append(find_contacts.s(role="fallback"))
     steps += [verify_emails.s(), record_item.s()]
     names = [step_name(s.task, s.kwargs.get("role")) for s in steps]
-    rest = steps[names.index(start) :]
+    rest = steps[names.index(start) :] if start in names else steps  # unknown: from the top
     if only is not None:
         rest = [step for step, name in zip(steps, names, strict=True) if name in only]
     return chain(rest[0].clone(args=(ctx,)), *rest[1:])
@@ -167,31 +175,36 @@ def resume_chain(step: str, ctx: Context) -> None:
     enrichment_chain(ctx, start=step).apply_async()
 
 
-@app.task(base=RunTask, bind=True, ignore_result=True, name="tasks.enrichment.start_run")
+@app.task(
+    base=RunTask,
+    bind=True,
+    ignore_result=True,
+    name="tasks.enrichment.start_run",
+    touches=(ItemStatus.PENDING,),
+)
 def start_run(self: ResilientTask, run_id: str) -> int:
-    """Check each pending item's input and send its chain (safe to run twice: items are
-    claimed). An item that fails the precondition is recorded at once, with no chain."""
-    with runs.claiming_pending_items(uuid.UUID(run_id)) as (run, items, session):
-        ids = [int(key.split(":", 1)[1]) for _, key in items if key.startswith("company:")]
-        known = companies.companies_by_id(run.tenant_id, ids)
-        have_contacts = companies.with_contacts(ids)
-        for item_id, key in items:
-            company = known.get(int(key.split(":", 1)[1])) if key.startswith("company:") else None
-            ctx = precondition(
-                {
-                    "run_id": run_id,
-                    "item_id": item_id,
-                    "tenant_id": run.tenant_id,
-                    "company": company.as_dict() if company else EMPTY_COMPANY,
-                    "had_contacts": company is not None and company.id in have_contacts,
-                    "options": run.options,
-                    "reasons": [],
-                }
+    """Claim the run's pending items and send each its chain (safe to run twice: an item is
+    claimed once). An item that fails the precondition is recorded at once, with no chain."""
+    run, items = runs.claim_pending_items(uuid.UUID(run_id))
+    ids = [int(i.key.split(":", 1)[1]) for i in items if i.key.startswith("company:")]
+    known = companies.companies_by_id(run.tenant_id, ids)
+    have_contacts = companies.with_contacts(ids)
+    for item in items:
+        found = item.key.startswith("company:")
+        company = known.get(int(item.key.split(":", 1)[1])) if found else None
+        ctx = precondition(
+            step_context(
+                run,
+                item.id,
+                company.as_dict() if company else EMPTY_COMPANY,
+                had_contacts=company is not None and company.id in have_contacts,
+                generation=item.generation,
             )
-            if ctx.get("stop"):  # recorded in the claim's own transaction
-                runs.finish_item(item_id, item_status(ctx), ctx["reasons"], session=session)
-            else:
-                enrichment_chain(ctx).apply_async()
+        )
+        if ctx.get("stop"):
+            runs.finish_item(item.id, item_status(ctx), ctx["reasons"])
+        else:
+            enrichment_chain(ctx).apply_async()
     runs.mark_running(uuid.UUID(run_id))
     return len(items)
 

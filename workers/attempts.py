@@ -17,6 +17,7 @@ from celery.signals import task_failure, task_prerun, task_retry
 
 from pipeline import runs
 from pipeline.errors import error_code
+from workers.resilient_task import FREE_RETRY_ERRORS, spent_retries
 
 log = structlog.get_logger(__name__)
 
@@ -35,7 +36,8 @@ def _code(error: Any) -> str:
 @task_prerun.connect
 def _attempt(task: Any = None, kwargs: dict[str, Any] | None = None, **_: Any) -> None:
     if task is not None and (kwargs or {}).get("item_id") is not None:
-        _safely(runs.record_attempt, int(kwargs["item_id"]), task.request.retries + 1)  # type: ignore[index]
+        item_id = int(kwargs["item_id"])  # type: ignore[index]
+        _safely(runs.record_attempt, item_id, spent_retries(task.request) + 1)
 
 
 @task_retry.connect
@@ -44,7 +46,8 @@ def _retried(request: Any = None, reason: Any = None, **_: Any) -> None:
     if item_id is None:
         return
     error = getattr(reason, "exc", reason)  # `reason` is Celery's Retry, wrapping the error
-    _safely(runs.record_attempt, item_id, int(getattr(request, "retries", 0)) + 2)
+    if not isinstance(error, FREE_RETRY_ERRORS):  # an outage or a pause is not an attempt
+        _safely(runs.record_attempt, item_id, spent_retries(request) + 2)
     _safely(runs.record_item_error, item_id, _code(error))
 
 

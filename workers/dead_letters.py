@@ -28,7 +28,8 @@ from celery.signals import task_failure
 
 from pipeline import dead_letters
 from pipeline.correlation import HEADER
-from pipeline.errors import PipelineError, error_code, is_broker_outage
+from pipeline.errors import PipelineError, error_code
+from workers.resilient_task import is_broker_outage, spent_retries
 
 log = structlog.get_logger(__name__)
 
@@ -91,7 +92,7 @@ def _dead_letter(
             error_code=code_of(exception),
             message=message_of(exception),
             traceback=str(getattr(einfo, "traceback", "") or ""),
-            attempts=int(getattr(request, "retries", 0) or 0) + 1,
+            attempts=spent_retries(request) + 1 if request is not None else 1,
             correlation_id=getattr(request, HEADER, None) or headers.get(HEADER),
             options=_context_options(request, chain),
         )

@@ -41,15 +41,16 @@ from typing import Any, ClassVar, TypeVar
 import celery
 import structlog
 from celery.exceptions import Ignore, Reject
-from sqlalchemy.exc import InterfaceError, OperationalError
+from kombu.exceptions import OperationalError as BrokerUnreachable
 
 from pipeline import metrics
+from pipeline.db.models import OPEN_ITEM_STATUSES
 from pipeline.errors import (
+    DATABASE_ERRORS,
     InputError,
     TenantRateExceededError,
     VendorError,
     error_code,
-    is_broker_outage,
 )
 from pipeline.resilience.guard import CallRecorder, vendor_guard
 from pipeline.resilience.retry import RetryPolicy
@@ -58,7 +59,8 @@ from workers.deliveries import delivered_too_often
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
-DATABASE_ERRORS = (OperationalError, InterfaceError)
+# Errors whose retries spend no attempt: our database away, a rate limit holding us back.
+FREE_RETRY_ERRORS = (*DATABASE_ERRORS, TenantRateExceededError)
 # Message headers a retry carries: when the database outage (or the pause) this task is
 # riding out began, and how many of its retries spent no attempt (outages and pauses).
 OUTAGE_SINCE = "x_outage_since"
@@ -67,7 +69,7 @@ FREE_RETRIES = "x_free_retries"
 
 
 class ResilientTask(celery.Task):
-    autoretry_for = (VendorError, OperationalError, InterfaceError)
+    autoretry_for = (VendorError, *DATABASE_ERRORS)
     acks_late = True
     reject_on_worker_lost = True
     give_up: Callable[..., Any] | None = None
@@ -139,7 +141,7 @@ class ResilientTask(celery.Task):
         headers = dict(request.headers or {})
         free = int(_header(request, FREE_RETRIES) or 0)
         key = request.id or ""
-        if isinstance(exc, (*DATABASE_ERRORS, TenantRateExceededError)):
+        if isinstance(exc, FREE_RETRY_ERRORS):
             outage = isinstance(exc, DATABASE_ERRORS)
             mark = OUTAGE_SINCE if outage else PAUSED_SINCE
             since = float(_header(request, mark) or now)
@@ -151,10 +153,13 @@ class ResilientTask(celery.Task):
             if delay is None:
                 log.error("task.outlasted", error_code=error_code(exc), lasted_s=round(now - since))
                 raise exc
+            # A pause proves the database answered, and an outage says nothing of the rate
+            # limit: each kind of free retry starts the other's clock afresh.
+            headers.pop(PAUSED_SINCE if outage else OUTAGE_SINCE, None)
             marks = {mark: f"{since:.3f}", FREE_RETRIES: str(free + 1)}
             # Celery reads max_retries=None as "the task's default" (3): allow this one.
             return delay, request.retries + 1, {**headers, **marks}, None
-        attempt = request.retries - free + 1
+        attempt = spent_retries(request) + 1
         delay = self.policy.delay_for(attempt, exc, key=key)
         if delay is None:
             final = self.policy.final_error(exc, attempt)
@@ -188,25 +193,27 @@ class RunTask(ResilientTask):
     the run's message is not lost); a run with no open items — finished already, or none
     such — is not worked on, and the log says which."""
 
+    # The items whose progress it marks as it starts, and whose count says whether it has
+    # anything to do: a run's open items (start_run: its pending ones).
+    touches: tuple[str, ...] = tuple(OPEN_ITEM_STATUSES)
+
     def begin(self, *args: Any, **kwargs: Any) -> bool:
         from pipeline import progress, runs
 
         given = args[0] if args else kwargs.get("run_id")
         try:
             run_id = uuid.UUID(str(given))
-        except ValueError:
+        except ValueError:  # the value is not echoed: it is whatever a sender put there
             raise Reject(
-                InputError(f"{self.name}: not a run id: {given!r}"), requeue=False
+                InputError(f"{self.name}: its argument is not a run id"), requeue=False
             ) from None
         # Marks older than a tenth of the shortest lease are renewed: often enough that no
         # working run looks quiet, seldom enough that frequent come-backs cost little.
         fresh_s = min(get_settings().reconcile_lease_s.values()) / 10
-        if progress.touch_open_items(run_id, self.name.rsplit(".", 1)[-1], fresh_s=fresh_s):
+        if progress.touch_open_items(run_id, self.touches, fresh_s=fresh_s):
             return True
-        exists = runs.run_exists(run_id)
-        log.warning(
-            "run_task.refused", run_id=str(run_id), why="finished" if exists else "no such run"
-        )
+        why = "nothing to do" if runs.run_exists(run_id) else "no such run"
+        log.warning("run_task.refused", run_id=str(run_id), why=why)
         return False
 
     def on_failure(self, exc: Any, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
@@ -225,6 +232,26 @@ class RunTask(ResilientTask):
             log.error("run.not_recorded_dead", run_id=str(args[0]), error=type(error).__name__)
 
 
+def spent_retries(request: Any) -> int:
+    """Retries of this task that spent an attempt of the vendor budget: Celery counts every
+    retry, and outages and pauses (`FREE_RETRIES`) are not attempts."""
+    return max(
+        0, int(getattr(request, "retries", 0) or 0) - int(_header(request, FREE_RETRIES) or 0)
+    )
+
+
 def _header(request: Any, name: str) -> Any:
     """A custom message header: Celery puts it both on the request and in its headers."""
     return getattr(request, name, None) or (request.headers or {}).get(name)
+
+
+def is_broker_outage(error: BaseException) -> bool:
+    """The broker could not be reached to send what the work produced (a chain's next step,
+    a retry). The work itself is not at fault and nothing about it is lost: Postgres still
+    shows the item open at its last step, and the reconciler re-drives it once the broker is
+    back — so it is neither dead-lettered nor marked dead. (Celery wraps a retry it could
+    not send in a `Reject` whose `reason` is the broker's error.)"""
+    inner = getattr(error, "reason", None)
+    if isinstance(inner, BaseException) and inner is not error:
+        return is_broker_outage(inner)
+    return isinstance(error, BrokerUnreachable)

@@ -1,5 +1,6 @@
 """Nothing is stranded: each open item records the last step it durably reached (and that
-step's input), when it last moved and how often it was re-driven; degraded work waiting
+step's input), when it last moved, how often it was re-driven and which copy of its work
+may run; degraded work waiting
 for its vendor is kept in `deferrals`; the reconciler keeps its marks between passes.
 
 Revision ID: 0009
@@ -26,6 +27,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("checkpoint", sa.JSON(), nullable=True))
         batch.add_column(sa.Column("progress_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("redrives", sa.Integer(), nullable=False, server_default="0"))
+        batch.add_column(sa.Column("generation", sa.Integer(), nullable=False, server_default="0"))
         batch.add_column(sa.Column("history", sa.JSON(), nullable=False, server_default="[]"))
         batch.add_column(sa.Column("healed_at", sa.DateTime(timezone=True), nullable=True))
     op.execute("UPDATE run_items SET progress_at = updated_at")
@@ -95,6 +97,7 @@ def downgrade() -> None:
     with op.batch_alter_table("run_items") as batch:
         batch.drop_column("healed_at")
         batch.drop_column("history")
+        batch.drop_column("generation")
         batch.drop_column("redrives")
         batch.drop_column("progress_at")
         batch.drop_column("checkpoint")

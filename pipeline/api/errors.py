@@ -25,14 +25,19 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from pipeline.api.correlation import HEADER
-from pipeline.errors import DependencyUnavailableError, InputError, PipelineError, error_body
+from pipeline.errors import (
+    DATABASE_ERRORS,
+    DependencyUnavailableError,
+    InputError,
+    PipelineError,
+    error_body,
+)
 
 log = structlog.get_logger("pipeline.api")
 
 HTTP_CODES = {401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
 DEPENDENCY_ERRORS = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
+    *DATABASE_ERRORS,
     redis.RedisError,
     kombu.exceptions.OperationalError,
 )

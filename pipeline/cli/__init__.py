@@ -10,11 +10,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-import sqlalchemy.exc
-
 from pipeline.cli import api, apikeys, credentials, demo, dlq, flower, ops, runs, simulator
 from pipeline.cli.common import EXIT_UNAVAILABLE, EXIT_USAGE
-from pipeline.errors import DependencyUnavailableError, PipelineError
+from pipeline.errors import DATABASE_ERRORS, DependencyUnavailableError, PipelineError
 
 COMMAND_GROUPS = (ops, runs, simulator, demo, credentials, dlq, apikeys, api, flower)
 
@@ -37,8 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PipelineError as exc:
         print(f"pipeline: {exc.code}: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
-    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
-        print(f"pipeline: the database is unreachable ({type(exc.orig).__name__})", file=sys.stderr)
+    except DATABASE_ERRORS as exc:
+        cause = getattr(exc, "orig", None) or exc
+        print(f"pipeline: the database is unreachable ({type(cause).__name__})", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except KeyboardInterrupt:
         return 130

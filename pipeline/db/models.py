@@ -39,6 +39,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def aware(at: datetime) -> datetime:
+    """A stored time as an aware UTC datetime: SQLite hands back naive ones (stored as UTC),
+    Postgres aware ones."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -149,8 +155,13 @@ class RunItem(Base):
     step: Mapped[str | None] = mapped_column(String(64))
     checkpoint: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=utcnow)
-    # How often the reconciler re-drove it (past RECONCILE_MAX_REDRIVES: dead-lettered).
+    # How often the reconciler re-drove it (past RECONCILE_MAX_REDRIVES: dead-lettered; a
+    # replay or heal starts the count afresh).
     redrives: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Which copy of its work may run: every re-drive, heal and replay sends a new copy and
+    # bumps it; a step carrying an older one stops (a fencing token), so an old message
+    # that turns up late never runs the rest of the chain a second time.
+    generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # What happened to it besides its last outcome, oldest first: re-drives, deferrals,
     # heals, replays — each {"at", "event", ...} — so a healed item keeps its old reasons.
     history: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)

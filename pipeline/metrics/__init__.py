@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from prometheus_client import Counter, Gauge, Histogram
 
 from pipeline.breakers.events import BreakerTransition
+from pipeline.db.models import RunKind
 from pipeline.errors import error_code
 
 VENDOR_CALL_SECONDS = Histogram(
@@ -94,7 +95,6 @@ DEFINED = (
     ITEMS_OVERDUE,
     RECONCILED_AT,
 )
-RUN_KINDS = ("enrichment", "crm_sync", "export")
 
 _CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
 
@@ -140,7 +140,7 @@ def record_reconcile(
     redriven: Mapping[str, int], overdue: Mapping[str, int], finished_at: float
 ) -> None:
     """A reconciler pass finished at `finished_at`: what it re-drove and found overdue."""
-    for kind in RUN_KINDS:
+    for kind in RunKind:
         if redriven.get(kind):
             ITEMS_REDRIVEN.labels(kind).inc(redriven[kind])
         ITEMS_OVERDUE.labels(kind).set(overdue.get(kind, 0))

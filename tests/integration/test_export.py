@@ -142,7 +142,7 @@ def test_a_repeated_delivery_of_a_finished_export_does_not_touch_the_erp(
     export = finished(enqueue_export(tenant, run_id=source.run.id))
     calls = simulator.stats()["calls"]["erp"][str(tenant)]
     again = celery_app.send_task("tasks.export.export_run", args=[str(export.run.id)])
-    refusal = f'"run_id": "{export.run.id}", "why": "finished", "event": "run_task.refused"'
+    refusal = f'"run_id": "{export.run.id}", "why": "nothing to do", "event": "run_task.refused"'
     wait_until(
         lambda: refusal in worker.log_text() and f"[{again.id}] ignored" in worker.log_text(),
         what="the repeated delivery to be refused",

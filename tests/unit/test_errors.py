@@ -438,7 +438,7 @@ def test_a_broker_outage_is_told_apart_also_inside_celerys_reject() -> None:
     from celery.exceptions import Reject
     from kombu.exceptions import OperationalError as BrokerDown
 
-    from pipeline.errors import is_broker_outage
+    from workers.resilient_task import is_broker_outage
 
     down = BrokerDown("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
     assert is_broker_outage(down)
