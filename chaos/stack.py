@@ -28,6 +28,8 @@ from tests.support.stack import SimulatorProcess
 SIMULATOR_SEED = 9
 WORKER_CONCURRENCY = 2
 PING_TIMEOUT_S = 0.5
+# Log lines of the periodic tasks, left out of the tails shown when a scenario fails.
+ROUTINE = ("tasks.maintenance.", "Sending due task")
 
 
 def say(message: str) -> None:
@@ -314,11 +316,17 @@ class ChaosStack:
 
     # -- diagnosis -----------------------------------------------------------------------------
 
-    def log_tails(self, lines: int = 40) -> str:
+    def log_tails(self, lines: int = 30) -> str:
+        """The last lines of each worker and beat log, leaving out the periodic tasks'
+        routine lines (every couple of seconds, they would fill the tail)."""
         parts = []
         for path in [w.log_path for w in self.workers] + [b.log_path for b in self.beats]:
             with contextlib.suppress(OSError):
-                text = path.read_text(errors="replace").splitlines()[-lines:]
+                text = [
+                    line
+                    for line in path.read_text(errors="replace").splitlines()
+                    if not any(routine in line for routine in ROUTINE)
+                ][-lines:]
                 parts.append(f"--- {path.name} (last {len(text)} lines)\n" + "\n".join(text))
         return "\n".join(parts)
 

@@ -137,6 +137,24 @@ def ready_tenant(trial: Trial, tenant: int) -> None:
     put_credential(tenant, "erp", {"db": f"odoo_{tenant}", "login": "admin", "password": secret})
 
 
+def supervise(trial: Trial) -> None:
+    """What a process supervisor would do: start again a worker or beat that has exited.
+    Counted: none of them should exit by itself in any scenario."""
+    stack, restarted = trial.stack, []
+    if stack.worker.proc.poll() is not None:
+        say("the worker's main process has exited: starting a new worker")
+        stack.start_worker()
+        restarted.append("worker")
+    if not stack.beat.alive():
+        say("beat has exited: starting it again")
+        stack.start_beat()
+        restarted.append("beat")
+    for what in restarted:
+        counts = trial.marks.setdefault("restarts_by", {})
+        counts[what] = counts.get(what, 0) + 1
+        trial.marks["restarts"] = ", ".join(f"{n} {w}" for w, n in counts.items())
+
+
 def play(trial: Trial, settle_s: float) -> Row:
     """Run the trial to the end; a scenario that raises is a failed row, never a crash."""
     from pipeline import enqueue_enrichment
@@ -157,7 +175,11 @@ def play(trial: Trial, settle_s: float) -> Row:
     deadline = time.monotonic() + settle_s
     observer = trial.observer
     while not (settled := observer.settled()) and time.monotonic() < deadline:
+        supervise(trial)
         time.sleep(0.5)
+    restarts = trial.marks.get("restarts")
+    if restarts:
+        trial.fail(f"{restarts} restarted (they had exited by themselves)")
     row.seconds, row.settled = time.monotonic() - started, settled
     if not settled:
         trial.note(f"not settled {settle_s:.0f}s after the fault ended")

@@ -92,6 +92,7 @@ def phantom_context() -> dict[str, Any]:
 def push_poison(trial: Trial) -> None:
     trial.mid_enrichment()
     trial.marks["pushed_at"] = datetime.now(UTC)
+    trial.marks["worker"] = trial.stack.worker
     broker = trial.stack.redis_client(0)
     for queue, message in poison_messages():
         broker.lpush(queue, message)
@@ -100,9 +101,10 @@ def push_poison(trial: Trial) -> None:
 
 
 def check_poison(trial: Trial, m: Measurement) -> None:
-    stack = trial.stack
-    if stack.worker.proc.poll() is not None or not stack.worker_answers(timeout=10):
-        trial.fail("the worker did not survive the poison messages")
+    if trial.marks["worker"].proc.poll() is not None:
+        trial.fail("the worker's main process died of the poison messages")
+    elif not trial.stack.worker_answers(timeout=10):
+        trial.fail("the worker no longer answers a ping after the poison messages")
     phantom = sum(
         int(calls.get(str(PHANTOM_TENANT), 0)) for calls in trial.admin.stats()["calls"].values()
     )
