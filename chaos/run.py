@@ -21,10 +21,11 @@ from collections.abc import Sequence
 from types import FrameType
 
 from chaos.measure import Database
+from chaos.processes import say
 from chaos.report import header, row_line, summary
 from chaos.scenarios import SCENARIOS, by_name
 from chaos.settings import LEASE_S
-from chaos.stack import ChaosStack, say
+from chaos.stack import ChaosStack
 from chaos.trial import Row, Scenario, Trial, play
 
 COMPANIES = 100  # per tenant; each scenario has two tenants (a pipeline each)

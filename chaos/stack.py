@@ -13,16 +13,15 @@ import contextlib
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from chaos.processes import Beat, kill_group, processes_mentioning, quietly, say
 from chaos.settings import build_env, check_private
-from tests.support.processes import REPO, PrivatePostgres, PrivateRedis, Worker, wait_until
+from tests.support.processes import PrivatePostgres, PrivateRedis, Worker
 from tests.support.stack import SimulatorProcess
 
 SIMULATOR_SEED = 9
@@ -30,109 +29,6 @@ WORKER_CONCURRENCY = 2
 PING_TIMEOUT_S = 0.5
 # Log lines of the periodic tasks, left out of the tails shown when a scenario fails.
 ROUTINE = ("tasks.maintenance.", "Sending due task")
-
-
-def say(message: str) -> None:
-    """Progress, on stderr (stdout holds the table)."""
-    print(f"[chaos {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-class Beat:
-    """`celery -A workers.app beat`, its schedule file in the suite's directory."""
-
-    def __init__(self, env: dict[str, str], directory: Path, number: int) -> None:
-        self.log_path = directory / f"beat-{number}.log"
-        self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop())
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "workers.app",
-                "beat",
-                "--schedule",
-                str(directory / "beat-schedule"),
-                "--loglevel",
-                "INFO",
-            ],
-            cwd=REPO,
-            env={**os.environ, **env, "PYTHONPATH": str(REPO)},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def sent_since(self, offset: int) -> bool:
-        """Has beat sent a periodic task since the log was `offset` bytes long?"""
-        self._log.flush()
-        with open(self.log_path, "rb") as log:
-            log.seek(offset)
-            return b"Sending due task" in log.read()
-
-    def log_size(self) -> int:
-        self._log.flush()
-        return self.log_path.stat().st_size
-
-    def stop(self) -> None:
-        kill_group(self.proc)
-        self._log.close()
-
-
-def kill_group(proc: subprocess.Popen[Any], grace_s: float = 10.0) -> None:
-    """End a process started in a session of its own and everything in its group (a main
-    process already dead may have left pool children behind): SIGTERM, then SIGKILL."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while group_alive(proc.pid) and time.monotonic() < deadline:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
-
-
-def _quietly(action: Any, what: str) -> None:
-    try:
-        action()
-    except Exception as exc:
-        say(f"could not stop {what}: {type(exc).__name__}: {exc}")
-
-
-def processes_mentioning(marks: list[str]) -> list[tuple[int, str]]:
-    """Processes (not this one) whose command line holds one of `marks`."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if any(mark in command for mark in marks):
-            found.append((int(entry), command))
-    return found
-
-
-def group_alive(pgid: int) -> bool:
-    """Is any process of this process group still running (zombies aside)?"""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
 
 
 class ChaosStack:
@@ -194,20 +90,20 @@ class ChaosStack:
         if self.redis is not None:
             marks.append(f"redis-server 127.0.0.1:{self.redis.port}")
         for worker in self.workers:
-            _quietly(lambda w=worker: kill_group(w.proc), "a worker")
-            _quietly(worker._log.close, "a worker log")
+            quietly(lambda w=worker: kill_group(w.proc), "a worker")
+            quietly(worker._log.close, "a worker log")
         for beat in self.beats:
-            _quietly(beat.stop, "beat")
+            quietly(beat.stop, "beat")
         self.workers, self.beats = [], []
         if self.sim is not None:
-            _quietly(self.sim.admin.close, "the simulator client")
-            _quietly(self.sim.stop, "the simulator")
+            quietly(self.sim.admin.close, "the simulator client")
+            quietly(self.sim.stop, "the simulator")
             self.sim = None
         if self.redis is not None:
-            _quietly(self.redis.stop, "redis-server")
+            quietly(self.redis.stop, "redis-server")
             self.redis = None
         if self.pg is not None:
-            _quietly(self.pg.close, "postgres")
+            quietly(self.pg.close, "postgres")
             self.pg = None
         for pid, command in processes_mentioning(marks):
             say(f"left over, killed: {pid} {command[:120]}")
@@ -342,7 +238,3 @@ class ChaosStack:
             self.start_beat()
             done.append("beat restarted")
         return done
-
-
-def wait_for(check: Any, *, timeout: float, what: str, interval: float = 0.2) -> Any:
-    return wait_until(check, timeout=timeout, interval=interval, what=what)

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chaos.measure import Database, Measurement, Observer
-from chaos.stack import ChaosStack, say
+from chaos.processes import say
+from chaos.stack import ChaosStack
 
 STAGES = ["crm_sync", "export"]
 TENANT_BASE = 10_000

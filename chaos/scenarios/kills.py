@@ -8,7 +8,7 @@ import signal
 import time
 from pathlib import Path
 
-from chaos.stack import group_alive, kill_group, say
+from chaos.processes import group_alive, kill_group, say
 from chaos.trial import Scenario, Trial
 
 ENRICHMENT_STEPS = {

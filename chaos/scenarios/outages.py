@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from chaos.stack import say
+from chaos.processes import say
 from chaos.trial import Scenario, Trial
 
 RECONNECT_S = 30.0

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chaos.measure import Measurement
-from chaos.stack import say
+from chaos.processes import say
 from chaos.trial import Scenario, Trial
 
 PHANTOM_TENANT = 999_001

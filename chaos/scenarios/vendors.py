@@ -9,7 +9,7 @@ import time
 from collections import Counter
 
 from chaos.measure import Measurement
-from chaos.stack import say
+from chaos.processes import say
 from chaos.trial import Scenario, Trial
 
 DOWN_VENDORS = ("apify_linkedin", "zerobounce", "crm", "erp")
