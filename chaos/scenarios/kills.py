@@ -23,6 +23,7 @@ ENRICHMENT_STEPS = {
     )
 }
 # Slow enough that a sync / an export takes seconds (and stays under the read timeout).
+CONTACTS_LATENCY_MS = 100
 CRM_LATENCY_MS = 300
 ERP_LATENCY_MS = 20
 FIND_PID_S = 120
@@ -34,8 +35,15 @@ def nothing(trial: Trial) -> None:
 
 
 def kill_worker_main(trial: Trial) -> None:
+    """Kill the main process while its pool runs steps of the trial's runs: the messages it
+    holds unacknowledged (running and prefetched) must come back to another worker."""
     trial.mid_enrichment()
     old = trial.stack.worker
+    deadline = time.monotonic() + FIND_PID_S
+    while trial.stack.pool_pid_running(ENRICHMENT_STEPS, trial.firsts) is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the pool was never seen running an enrichment step")
+        time.sleep(0.05)
     pid = trial.stack.kill_worker_main()
     say(f"killed the worker's main process {pid}")
     trial.stack.start_worker()
@@ -85,6 +93,13 @@ def _job_lost(log: Path, offset: int, within_s: float = 3.0) -> bool:
     return False
 
 
+def slow_contacts(trial: Trial) -> None:
+    """Contact look-ups of the first tenant take a while: the pool is busy when killed."""
+    trial.admin.set_fault(
+        vendor="apify_linkedin", tenant=trial.tenants[0], latency_ms=CONTACTS_LATENCY_MS
+    )
+
+
 def kill_child_mid_enrichment(trial: Trial) -> None:
     trial.mid_enrichment()
     kill_child_running(trial, ENRICHMENT_STEPS, "enrichment")
@@ -116,12 +131,16 @@ def kill_child_mid_export(trial: Trial) -> None:
 
 BASELINE = Scenario("baseline", "no fault: the control", nothing)
 WORKER_MAIN_KILL = Scenario(
-    "worker-main-kill", "SIGKILL the worker's main process mid-enrichment", kill_worker_main
+    "worker-main-kill",
+    "SIGKILL the worker's main process mid-enrichment",
+    kill_worker_main,
+    prepare=slow_contacts,
 )
 CHILD_KILL_ENRICHMENT = Scenario(
     "child-kill-enrichment",
     "SIGKILL a pool child running an enrichment step",
     kill_child_mid_enrichment,
+    prepare=slow_contacts,
 )
 CHILD_KILL_SYNC = Scenario(
     "child-kill-sync",
