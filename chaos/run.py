@@ -67,7 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{scenario.name:<24} {scenario.about}")
         return 0
     scenarios = chosen(args.only)
+    # Also when started in the background, where SIGINT arrives ignored: clean up either way.
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from tests.support.stack import environment
 
     started = time.monotonic()
@@ -84,6 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for index, scenario in enumerate(scenarios):
                 rows.append(play_one(stack, db, scenario, index, args))
                 print(row_line(rows[-1]), flush=True)
+    except KeyboardInterrupt:
+        say("interrupted: everything it started is stopped")
+        return 130
     finally:
         if args.keep:
             say(f"logs kept in {stack.dir}")
