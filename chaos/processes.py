@@ -50,17 +50,6 @@ class Beat:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def sent_since(self, offset: int) -> bool:
-        """Has beat sent a periodic task since the log was `offset` bytes long?"""
-        self._log.flush()
-        with open(self.log_path, "rb") as log:
-            log.seek(offset)
-            return b"Sending due task" in log.read()
-
-    def log_size(self) -> int:
-        self._log.flush()
-        return self.log_path.stat().st_size
-
     def stop(self) -> None:
         kill_group(self.proc)
         self._log.close()

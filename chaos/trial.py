@@ -160,7 +160,7 @@ def play(trial: Trial, settle_s: float) -> Row:
     """Run the trial to the end; a scenario that raises is a failed row, never a crash."""
     from pipeline import enqueue_enrichment
 
-    scenario, row = trial.scenario, Row(trial.scenario.name)
+    scenario = trial.scenario
     say(f"{scenario.name}: {scenario.about}")
     for tenant in trial.tenants:
         ready_tenant(trial, tenant)
@@ -181,7 +181,7 @@ def play(trial: Trial, settle_s: float) -> Row:
     restarts = trial.marks.get("restarts")
     if restarts:
         trial.fail(f"{restarts} restarted (they had exited by themselves)")
-    row.seconds, row.settled = time.monotonic() - started, settled
+    seconds = time.monotonic() - started
     if not settled:
         trial.note(f"not settled {settle_s:.0f}s after the fault ended")
     measurement = observer.measure(
@@ -192,17 +192,19 @@ def play(trial: Trial, settle_s: float) -> Row:
         scenario.check(trial, measurement)
     except Exception as exc:
         trial.fail(f"check failed: {type(exc).__name__}: {exc}")
-    row.items, row.lost, row.duplicates = (
-        measurement.items,
-        measurement.lost,
-        measurement.duplicates,
+    row = Row(
+        scenario.name,
+        items=measurement.items,
+        lost=measurement.lost,
+        duplicates=measurement.duplicates,
+        stuck=measurement.stuck,
+        healed=measurement.healed,
+        deferred=measurement.deferred,
+        seconds=seconds,
+        settled=settled,
+        failures=trial.failures,
+        notes=trial.notes,
     )
-    row.stuck, row.healed, row.deferred = (
-        measurement.stuck,
-        measurement.healed,
-        measurement.deferred,
-    )
-    row.failures, row.notes = trial.failures, trial.notes
     if not row.passed:
         details = measurement.lost_examples + measurement.stuck_examples
         say(f"{scenario.name} FAILED; items by status {measurement.by_status}")
