@@ -1,10 +1,10 @@
-# The commands README promises: `make test`, `make bench`, `make demo`.
+# The commands README promises: `make test`, `make bench`, `make demo`, `make chaos`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install services test bench demo lint clean
+.PHONY: install services test bench demo chaos lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ bench: install services
 
 demo: install
 	$(BIN)/pipeline demo
+
+# Its own redis-server, Postgres cluster, simulator, worker and beat: needs no services.
+chaos: install
+	$(BIN)/python -m chaos $(CHAOS_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
