@@ -4,10 +4,12 @@ few base numbers so that they pass `pipeline.settings` validation by constructio
 What validation demands (`Settings._check_consistency`), and how it is met here:
 
 - `CB_PROBE_LEASE_S` > `HTTP_CONNECT_TIMEOUT_S` + `HTTP_READ_TIMEOUT_S` (1 + 1): 5;
-- the longest retry countdown is max(`RETRY_MAX_DELAY_MS`, `RETRY_AFTER_CAP_S`,
-  `DB_RETRY_MAX_DELAY_MS`, `CB_COOL_OFF_S`) = 3 s; plus `TASK_TIME_LIMIT_S` (25) that is
-  28 s, which `BROKER_VISIBILITY_TIMEOUT_S` must exceed (29: just above, so a worker's
-  unacknowledged messages come back soon after it dies) and every `RECONCILE_LEASE_S` too (30).
+- the longest retry countdown (`Settings.max_retry_countdown_s`) is a 429's wait:
+  `RETRY_AFTER_CAP_S` (3) plus twice its largest jitter (3 x `RETRY_AFTER_JITTER` 0.5),
+  6 s — above `RETRY_MAX_DELAY_MS`, `DB_RETRY_MAX_DELAY_MS` (3 s), `CB_COOL_OFF_S` (2 s) and
+  a paced slot (1 + 1/0.5 + 1.5 s); plus `TASK_TIME_LIMIT_S` (25) that is 31 s, which
+  `BROKER_VISIBILITY_TIMEOUT_S` must exceed (32: just above, so a worker's unacknowledged
+  messages come back soon after it dies) and every `RECONCILE_LEASE_S` too (33).
 
 Why `TASK_TIME_LIMIT_S` is 25 and not 15: the soft limit is the hard one minus 10 s, and a CRM
 sync works for half the hard limit before it continues in a fresh task — at 15 that is 7.5 s
@@ -28,7 +30,8 @@ from cryptography.fernet import Fernet
 
 TASK_TIME_LIMIT_S = 25
 HTTP_TIMEOUT_S = 1.0
-LONGEST_COUNTDOWN_S = 3.0  # RETRY_AFTER_CAP_S, DB_RETRY_MAX_DELAY_MS; the others are below
+RETRY_AFTER_CAP_S = 3.0
+LONGEST_COUNTDOWN_S = RETRY_AFTER_CAP_S * 2  # the cap plus twice its jitter (0.5 x cap)
 VISIBILITY_TIMEOUT_S = int(LONGEST_COUNTDOWN_S + TASK_TIME_LIMIT_S) + 1
 LEASE_S = VISIBILITY_TIMEOUT_S + 1
 KINDS = ("enrichment", "crm_sync", "export")
@@ -58,15 +61,14 @@ def build_env(*, redis_port: int, database_url: str, simulator_url: str) -> dict
         # Retries: vendors, Retry-After, our own database
         "RETRY_BASE_DELAY_MS": "100",
         "RETRY_MAX_DELAY_MS": "1000",
-        "RETRY_AFTER_CAP_S": str(LONGEST_COUNTDOWN_S),
+        "RETRY_AFTER_CAP_S": str(RETRY_AFTER_CAP_S),
         "DB_RETRY_BASE_DELAY_MS": "200",
-        "DB_RETRY_MAX_DELAY_MS": str(int(LONGEST_COUNTDOWN_S * 1000)),
+        "DB_RETRY_MAX_DELAY_MS": "3000",
         "DB_OUTAGE_MAX_S": "180",  # outlasts the longest database outage played (60 s)
         # Breakers
         "CB_COOL_OFF_S": "2",
         "CB_PROBE_LEASE_S": "5",
-        # Housekeeping: beat's sweeper and reconciler, leases, healing
-        "PIPELINE_SWEEP_S": "2",
+        # Housekeeping: the reconciler (beat), leases, healing
         "RECONCILE_INTERVAL_S": "1",
         "RECONCILE_LEASE_S": json.dumps({kind: LEASE_S for kind in KINDS}),
         "LEASE_TTL_S": "5",
