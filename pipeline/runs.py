@@ -135,6 +135,16 @@ def run_exists(run_id: uuid.UUID) -> bool:
         return session.scalar(select(Run.id).where(Run.id == run_id)) is not None
 
 
+def stages_of(first_run_id: uuid.UUID) -> list[uuid.UUID]:
+    """The runs that work from an enrichment run (its CRM syncs and exports), oldest first."""
+    with session_scope() as session:
+        return list(
+            session.scalars(
+                select(Run.id).where(Run.parent_run_id == first_run_id).order_by(Run.created_at)
+            )
+        )
+
+
 def follower_of(run_id: uuid.UUID) -> uuid.UUID | None:
     """The run started as the next stage of `run_id`, if any."""
     with session_scope() as session:

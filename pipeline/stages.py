@@ -85,23 +85,26 @@ def start_next_stage(run_id: uuid.UUID) -> None:
 def feed_followers(source: runs.RunView) -> int:
     """Top up the stages after an enrichment run that closed again: each gets items for what
     it lacks (contacts found, companies processed since) and re-does the companies that
-    healed after it wrote them (an export carries the verified email); each
-    stage fed is reopened and sent. Idempotent: what a stage has is not added twice.
-    Returns the stages fed."""
+    healed after it wrote them (an export carries the verified email); each stage fed is
+    reopened and sent. A stage the pipeline skipped for want of work (no contacts to sync,
+    say) starts now if it has some — unless a failed stage stopped the pipeline.
+    Idempotent: what a stage has is not added twice. Returns the stages fed or started."""
     from pipeline.enqueue import enriched_company_ids, send_run
 
     company_ids = enriched_company_ids(source)
     healed_at = {item.item_key: item.healed_at for item in source.items if item.healed_at}
+    stages = {
+        view.run.kind: view for view in map(runs.get_run, runs.stages_of(source.run.id)) if view
+    }
     fed = 0
-    stage_id = runs.follower_of(source.run.id)
-    while stage_id is not None:
-        stage = runs.get_run(stage_id)
+    for kind in (source.run.options or {}).get("then") or []:
+        stage = stages.get(kind)
         if stage is None:
-            break
-        if stage.run.kind == RunKind.CRM_SYNC:
-            wanted = [
-                f"contact:{c}" for c in contact_ids_of_companies(source.run.tenant_id, company_ids)
-            ]
+            fed += _start_late(source, kind, stopped=any(_stopped(s) for s in stages.values()))
+            continue
+        if kind == RunKind.CRM_SYNC:
+            tenant = source.run.tenant_id
+            wanted = [f"contact:{c}" for c in contact_ids_of_companies(tenant, company_ids)]
             stale: list[int] = []
         else:
             wanted = [f"company:{c}" for c in company_ids]
@@ -113,21 +116,38 @@ def feed_followers(source: runs.RunView) -> int:
                 and aware(healed_at[item.item_key]) > aware(item.updated_at)
             ]
         have = {item.item_key for item in stage.items}
-        added = runs.add_items(stage_id, [key for key in wanted if key not in have])
-        reopened = reopen_items(stage_id, stale, statuses=runs.TERMINAL, event="source_changed")
+        added = runs.add_items(stage.run.id, [key for key in wanted if key not in have])
+        reopened = reopen_items(stage.run.id, stale, statuses=runs.TERMINAL, event="source_changed")
         if added or reopened:
             log.info(
-                "pipeline.stage_fed", run_id=str(stage_id), added=added, reopened=len(reopened)
+                "pipeline.stage_fed", run_id=str(stage.run.id), added=added, reopened=len(reopened)
             )
-            send_run(
-                stage.run.kind,
-                stage_id,
-                stage.run.correlation_id or uuid.uuid4().hex,
-                fail_if_unsent=False,
-            )
+            cid = stage.run.correlation_id or uuid.uuid4().hex
+            send_run(stage.run.kind, stage.run.id, cid, fail_if_unsent=False)
             fed += 1
-        stage_id = runs.follower_of(stage_id)
     return fed
+
+
+def _start_late(source: runs.RunView, kind: str, *, stopped: bool) -> int:
+    """Start a stage the pipeline skipped, now that healing or a replay gave it work."""
+    if stopped:
+        return 0
+    from pipeline.enqueue import enqueue_crm_sync, enqueue_export
+
+    starters: dict[str, Any] = {"crm_sync": enqueue_crm_sync, "export": enqueue_export}
+    try:
+        started = starters[kind](source.run.tenant_id, run_id=source.run.id)
+    except InputError:  # still nothing for it to do
+        return 0
+    log.info("pipeline.stage_started_late", stage=kind, run_id=str(started))
+    return 1
+
+
+def _stopped(stage: runs.RunView) -> bool:
+    """A failed stage that stopped its pipeline (`PIPELINE_STOPPED`)."""
+    return stage.run.status == RunStatus.FAILED and "PIPELINE_STOPPED" in (
+        stage.run.degraded_reasons or ""
+    )
 
 
 def sweep_pipelines(

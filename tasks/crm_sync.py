@@ -229,7 +229,7 @@ def sync_run(
     )
     runs.mark_running(uuid.UUID(run_id))
     try:
-        sync.push(settings.crm_batch_size, until=time.monotonic() + settings.task_time_limit_s / 2)
+        sync.push(settings.crm_batch_size, until=time.monotonic() + work_budget_s(settings))
     except AuthRequiredError:
         return _stop(sync, "AUTH_REQUIRED", passing=False)
     except VendorPacedError as exc:  # held back after a 429: the CRM's limit, not ours
@@ -257,6 +257,14 @@ def _rate_limited(task: ResilientTask, sync: RunSync, exc: VendorRateLimitError)
         return _stop(sync, "CRM_UNAVAILABLE:RATE_LIMITED", passing=True)
     countdown = task.policy.retry_after_wait(exc.retry_after_s, key=task.request.id or "")
     return _come_back(sync, countdown, why=exc.code, limited_since=since)
+
+
+def work_budget_s(settings: Any) -> float:
+    """How long one sync task writes before it continues in a fresh one: half its time
+    limit, and in any case well inside its soft limit (TASK_TIME_LIMIT_S - 10), which would
+    otherwise cut a short-limited sync off mid-batch."""
+    soft = max(1.0, settings.task_time_limit_s - 10)
+    return max(0.5, min(settings.task_time_limit_s / 2, soft - 2))
 
 
 def _retry_or_stop(task: ResilientTask, sync: RunSync, exc: VendorError) -> int:

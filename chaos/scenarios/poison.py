@@ -20,6 +20,7 @@ from typing import Any
 from chaos.measure import Measurement
 from chaos.processes import say
 from chaos.trial import Scenario, Trial
+from pipeline.dead_letters import UNRUNNABLE
 
 PHANTOM_TENANT = 999_001
 PHANTOM_ITEM = 2**40
@@ -112,11 +113,13 @@ def check_poison(trial: Trial, m: Measurement) -> None:
         trial.fail(f"a step for a run that does not exist called vendors {phantom} times")
     since = trial.marks["pushed_at"]
     rows = trial.db.try_query(
-        "SELECT count(*) FROM dead_letters WHERE first_failed_at >= %s "
-        "AND (path IN ('undecodable', 'unknown_task') OR tenant_id = %s)",
-        (since, PHANTOM_TENANT),
+        "SELECT count(*) FROM dead_letters WHERE first_failed_at >= %s AND path = ANY(%s)",
+        (since, list(UNRUNNABLE)),
     )
-    trial.note(f"dead-lettered {rows[0][0] if rows else '?'}/5 poison messages")
+    kept = rows[0][0] if rows else 0
+    trial.note(f"dead-lettered {kept}/4 malformed messages; the phantom step did nothing")
+    if kept != 4:
+        trial.fail(f"{kept} of the 4 malformed messages are in dead_letters (once each)")
 
 
 POISON = Scenario(

@@ -291,3 +291,26 @@ def test_an_item_waiting_for_two_vendors_heals_one_and_keeps_waiting_for_the_oth
     assert "ZEROBOUNCE_DEFER" not in reasons and "CRAWL_ERROR" in reasons
     status = {d.vendor: d.status for d in deferred_of(first)}
     assert status == {"crawler": "waiting", "search": "waiting", "zerobounce": "healed"}
+
+
+def test_a_stage_skipped_for_want_of_contacts_starts_once_they_heal(
+    simulator: Simulator, tenant: int
+) -> None:
+    """The contact vendor down for the whole run: no contacts, so the pipeline skipped its
+    CRM sync. Once the vendor is back and the lookups heal, the CRM sync starts after all."""
+    ready_tenant(simulator, tenant)
+    simulator.set_fault(vendor="apify_linkedin", tenant=tenant, down=True)
+    first = enqueue_enrichment(
+        tenant, [company(i, tenant) for i in range(3)], then=["crm_sync", "export"]
+    )
+    finished(first)
+    assert stages_of(first, 1)["export"].status == "succeeded"  # the CRM sync was skipped
+
+    simulator.set_fault(vendor="apify_linkedin", tenant=tenant)
+    cooled_off(tenant, "apify_linkedin")
+    reconciler().run(tenant_id=tenant)
+
+    assert closed_again(first).run.status == "succeeded"
+    stages = stages_of(first, 2)
+    assert stages["crm_sync"].status == "succeeded"
+    assert len(simulator.crm_contacts(tenant)) == stages["crm_sync"].items_total > 0
