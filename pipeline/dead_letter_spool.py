@@ -9,7 +9,8 @@ traceback, a message's first bytes — never a secret.
 
 The list keeps the newest `DEAD_LETTER_SPOOL_MAX` entries (a longer outage drops the oldest,
 and says so); each entry's traceback and raw bytes are trimmed first, so the list stays
-small (an entry is at most ~15 KB).
+small (an entry is a few KB plus its task's arguments and chain, which tasks keep small:
+ids and a step context).
 """
 
 from __future__ import annotations

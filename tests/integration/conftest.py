@@ -15,7 +15,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from pipeline.simulator import Simulator
-from tests.support.processes import Worker
+from tests.support.processes import PrivateRedis, Worker
 from tests.support.stack import environment, flushed_redis, own_redis_url, throwaway_database
 from tests.support.vendor_stub import VendorStub
 
@@ -74,6 +74,16 @@ def stub() -> Iterator[VendorStub]:
     server = VendorStub()
     yield server
     server.close()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A redis-server of the test's own, to stop and start (never the machine's)."""
+    server = PrivateRedis()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ private redis-server, never the shared one); the cache on an injected clock."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -47,15 +46,6 @@ def test_everything_up_with_a_live_worker_and_vendors_from_breakers(
     assert lusha["open"] >= 1
     healthy = (lusha["open"] + lusha["half_open"]) / lusha["stored"] < 0.5
     assert report["vendors"]["lusha"] is healthy
-
-
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    server = PrivateRedis()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_redis_going_away_and_coming_back_is_seen_through_the_cache(

@@ -127,15 +127,6 @@ def test_a_token_gone_is_noticed_within_a_third_of_the_ttl(client: Any, name: st
         assert time.monotonic() - started < 1.0 + 0.5, "at the next heartbeat (every 1 s)"
 
 
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    server = PrivateRedis()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def short_timeouts(server: PrivateRedis) -> redis.Redis:
     return redis.Redis(
         port=server.port,

@@ -78,3 +78,28 @@ def test_a_row_shows_its_verdict_and_what_failed() -> None:
     line = row_line(Row("poison", items=10, seconds=130.2, failures=["the worker died"]))
     assert line.split()[:8] == ["poison", "10", "0", "0", "0", "0/0", ">130s", "FAIL"]
     assert line.endswith("FAIL: the worker died")
+
+
+def test_chaos_list_names_every_scenario_and_an_unknown_one_is_refused() -> None:
+    """`python -m chaos --list` (README) exits 0 naming each scenario; `--only` with a name
+    it does not know stops before starting anything, exit 1, naming it."""
+    import subprocess
+    import sys
+
+    from chaos.scenarios import SCENARIOS
+    from tests.support.processes import REPO
+
+    listed = subprocess.run(
+        [sys.executable, "-m", "chaos", "--list"], cwd=REPO, capture_output=True, text=True
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert [line.split()[0] for line in listed.stdout.splitlines() if line.strip()] == [
+        s.name for s in SCENARIOS
+    ]
+    unknown = subprocess.run(
+        [sys.executable, "-m", "chaos", "--only", "no-such"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert unknown.returncode == 1 and "no-such" in unknown.stderr
