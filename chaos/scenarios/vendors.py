@@ -14,7 +14,7 @@ from chaos.trial import Scenario, Trial
 
 DOWN_VENDORS = ("apify_linkedin", "zerobounce", "crm", "erp")
 STORM_VENDORS = ("crawler", "crm")
-STORM_S = 20.0
+STORM_S = 10.0
 STORM_SHARE = 0.5
 RETRY_AFTER_S = 1.0
 HANG_S = 2.5  # beyond HTTP_READ_TIMEOUT_S: the client gives up, the vendor did the work

@@ -26,7 +26,7 @@ from tests.support.stack import environment, own_redis_url
 from workers.app import create_app
 
 BROKER = own_redis_url(1)
-OUTAGE_S = 6.0
+OUTAGE_S = 4.0
 OUTAGE_ENV = {
     "DB_RETRY_BASE_DELAY_MS": "200",
     "DB_RETRY_MAX_DELAY_MS": "1000",

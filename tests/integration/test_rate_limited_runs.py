@@ -23,7 +23,7 @@ from tests.integration.test_enrichment import calls, company, finished, reasons
 from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.usefixtures("worker")
-ITEMS = 40
+ITEMS = 25
 
 
 def errors(simulator: Simulator, vendor: str, tenant: int) -> int:
