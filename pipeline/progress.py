@@ -8,6 +8,10 @@ for its lease, although its queue could have delivered it, has lost its message:
 reconciler re-drives it from that step (`pipeline.reconciler`), and every step is safe to
 run twice.
 
+Marks are hints, not outcomes: they are committed without waiting for the disk
+(`pipeline.db.engine.HINTS`). If Postgres itself crashes and loses the last few, the
+reconciler re-drives from an earlier step — safe, like every re-drive.
+
 The mark is also the gate. A step whose item is finished already, or does not exist (a
 message for a run that was never made, another tenant's item), is refused: it calls no
 vendor and writes nothing. So is a step of an older copy of the work: each re-drive, heal
@@ -23,9 +27,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import bindparam, exists, func, select, update
 
-from pipeline.db.engine import session_scope
+from pipeline.db.engine import HINTS, engine_for, session_scope
 from pipeline.db.models import (
     OPEN_ITEM_STATUSES,
     ItemStatus,
@@ -35,10 +39,29 @@ from pipeline.db.models import (
     aware,
     utcnow,
 )
+from pipeline.settings import get_settings
 
 # Events kept in an item's history; older ones are dropped (the newest matter most).
 HISTORY_LIMIT = 30
 OPEN_RUNS = (RunStatus.PENDING, RunStatus.RUNNING)
+
+
+_MARK = (
+    update(RunItem)
+    .where(
+        RunItem.id == bindparam("b_item"),
+        RunItem.run_id == bindparam("b_run"),
+        RunItem.status.in_(OPEN_ITEM_STATUSES),
+        exists().where(Run.id == bindparam("b_run"), Run.tenant_id == bindparam("b_tenant")),
+    )
+    .values(
+        status=ItemStatus.RUNNING,
+        step=bindparam("b_step"),
+        checkpoint=bindparam("b_checkpoint"),
+        progress_at=bindparam("b_at"),
+    )
+)
+_MARK_FENCED = _MARK.where(RunItem.generation == bindparam("b_generation"))
 
 
 def mark_step(
@@ -53,27 +76,21 @@ def mark_step(
     """Record that `step` of an open item starts with `checkpoint` as its input; False when
     the item is finished, belongs to no such run and tenant, or has moved on to a newer
     copy of its work than `generation` (None: not checked). Repeating it is harmless: a
-    retried step marks the same step again."""
-    run = uuid.UUID(str(run_id))
-    fenced = [] if generation is None else [RunItem.generation == generation]
-    with session_scope() as session:
-        marked = session.execute(
-            update(RunItem)
-            .where(
-                RunItem.id == item_id,
-                RunItem.run_id == run,
-                RunItem.status.in_(OPEN_ITEM_STATUSES),
-                exists().where(Run.id == run, Run.tenant_id == tenant_id),
-                *fenced,
-            )
-            .values(
-                status=ItemStatus.RUNNING,
-                step=step,
-                checkpoint=dict(checkpoint),
-                progress_at=utcnow(),
-            )
-        )
-        return bool(marked.rowcount)  # type: ignore[attr-defined]
+    retried step marks the same step again. Every step of every item runs this, so it is
+    one prepared statement on a plain connection: no ORM session, no pre-ping."""
+    params = {
+        "b_item": item_id,
+        "b_run": uuid.UUID(str(run_id)),
+        "b_tenant": tenant_id,
+        "b_generation": generation,
+        "b_step": step,
+        "b_checkpoint": dict(checkpoint),
+        "b_at": utcnow(),
+    }
+    engine = engine_for(get_settings().database_url, purpose=HINTS)
+    with engine.begin() as conn:
+        marked = conn.execute(_MARK if generation is None else _MARK_FENCED, params)
+        return bool(marked.rowcount)
 
 
 def touch_open_items(
@@ -84,7 +101,7 @@ def touch_open_items(
     left as they are — a sync that comes back every few seconds (rate pauses) need not
     rewrite thousands of rows each time. Their step and checkpoint are not touched."""
     now = utcnow()
-    with session_scope() as session:
+    with session_scope(purpose=HINTS) as session:
         chosen = RunItem.run_id == run_id, RunItem.status.in_(list(statuses))
         count = int(session.scalar(select(func.count()).where(*chosen)) or 0)
         if count:

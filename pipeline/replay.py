@@ -66,10 +66,14 @@ def replay_entry(entry_id: int, *, tenant_id: int | None = None) -> str:
                 kind, entry.run_id, cid, fail_if_unsent=False, task_id=replay_id, headers=headers
             )
         else:
+            args = list(entry.args)
             if entry.run_id is not None and entry.item_id is not None:
                 # the step goes on with the rest of its chain: the item is queued, not pending
                 reopened = reopen_items(entry.run_id, [entry.item_id], to=ItemStatus.QUEUED)
-            _send_task(entry, replay_id, cid, headers)
+                if reopened and args and isinstance(args[0], dict):
+                    # as the new copy of the item's work (an older one stops at its next step)
+                    args[0] = {**args[0], "generation": reopened[0].generation}
+            _send_task(entry, args, replay_id, cid, headers)
     except BaseException as exc:
         put_back(reopened, [entry_id])
         raise _unsent(exc) from None
@@ -150,7 +154,9 @@ def _unsent(exc: BaseException) -> BaseException:
     return exc
 
 
-def _send_task(entry: DeadLetter, task_id: str, cid: str, headers: dict[str, str]) -> None:
+def _send_task(
+    entry: DeadLetter, args: list[Any], task_id: str, cid: str, headers: dict[str, str]
+) -> None:
     from workers.app import app
 
     options: dict[str, Any] = {}
@@ -158,7 +164,7 @@ def _send_task(entry: DeadLetter, task_id: str, cid: str, headers: dict[str, str
         options["chain"] = entry.options["chain"]
     app.send_task(
         entry.task_name,
-        args=entry.args,
+        args=args,
         kwargs=entry.kwargs,
         task_id=task_id,
         headers={**headers, "x_correlation_id": cid},

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import case, event, func, insert, select, tuple_, update
+from sqlalchemy import case, event, exists, func, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -263,13 +263,30 @@ def finish_item(
 
 
 def mark_item_finished(
-    item_id: int, status: ItemStatus, reasons: Iterable[str], *, session: Session
+    item_id: int,
+    status: ItemStatus,
+    reasons: Iterable[str],
+    *,
+    session: Session,
+    fence: tuple[uuid.UUID, int, int | None] | None = None,
 ) -> uuid.UUID | None:
     """Set a still-open item's final status and comma-joined reasons; its run's id, or None
-    when the item was already terminal (a repeated last step: the caller writes nothing)."""
+    when the item was already terminal (a repeated last step: the caller writes nothing).
+    `fence` (run id, tenant, generation or None), from a step's message: only if the item
+    is that run's and tenant's, and the message is of its current copy of the work (as
+    `pipeline.progress.mark_step` checks)."""
+    fenced = []
+    if fence is not None:
+        run, tenant, generation = fence
+        fenced = [
+            RunItem.run_id == run,
+            exists().where(Run.id == run, Run.tenant_id == tenant),
+        ]
+        if generation is not None:
+            fenced.append(RunItem.generation == generation)
     run_id = session.scalar(
         update(RunItem)
-        .where(RunItem.id == item_id, RunItem.status.not_in(TERMINAL))
+        .where(RunItem.id == item_id, RunItem.status.not_in(TERMINAL), *fenced)
         # its checkpoint served its purpose (and holds contacts' data): not kept
         .values(
             status=status,

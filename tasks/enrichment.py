@@ -75,6 +75,8 @@ class EnrichmentStep(ResilientTask):
                 raise TypeError("tenant_id")
         except (TypeError, KeyError, ValueError):
             raise Reject(InputError(f"{step}: not a step context"), requeue=False) from None
+        if not self.works_on(ctx, **kwargs):
+            return True  # it calls no vendor and writes nothing: no gate, no mark needed
         generation = ctx.get("generation")
         if progress.mark_step(item, run, tenant, step, ctx, generation=generation):
             return True
@@ -86,6 +88,13 @@ class EnrichmentStep(ResilientTask):
             why="item finished, not found, or superseded by a newer copy of its work",
         )
         return False
+
+    def works_on(self, ctx: Context, **kwargs: Any) -> bool:
+        """Whether this step will call a vendor or write for `ctx` (each step says; the
+        decisions are `pipeline.enrichment_rules`'). A step that will not — no search
+        needed, no contact vendor due — passes the context on unmarked: a re-drive then
+        resumes from the step before it, which is as good."""
+        return True
 
     def give_up(self, exc: VendorError, ctx: Context, *args: Any, **kwargs: Any) -> Context:
         """Write down why, and go on; a vendor condition that passes also defers the work
@@ -221,7 +230,12 @@ def crawl_site(self: EnrichmentStep, ctx: Context) -> Context:
     return annotate(ctx, "CRAWL_THIN") if crawl.thin else ctx
 
 
-@app.task(base=EnrichmentStep, bind=True, name="tasks.enrichment.search_web")
+@app.task(
+    base=EnrichmentStep,
+    bind=True,
+    name="tasks.enrichment.search_web",
+    works_on=lambda self, ctx, **_: wants_search(ctx),
+)
 def search_web(self: EnrichmentStep, ctx: Context) -> Context:
     if not wants_search(ctx):
         return ctx
@@ -230,7 +244,12 @@ def search_web(self: EnrichmentStep, ctx: Context) -> Context:
     return {**ctx, "search_results": len(results)}
 
 
-@app.task(base=EnrichmentStep, bind=True, name="tasks.enrichment.find_contacts")
+@app.task(
+    base=EnrichmentStep,
+    bind=True,
+    name="tasks.enrichment.find_contacts",
+    works_on=lambda self, ctx, role, **_: contact_vendor(ctx, role) is not None,
+)
 def find_contacts(self: EnrichmentStep, ctx: Context, role: str) -> Context:
     vendor = contact_vendor(ctx, role)
     if vendor is None:
@@ -260,17 +279,27 @@ def verify_emails(self: EnrichmentStep, ctx: Context) -> Context:
     return {**ctx, "contacts": verified}
 
 
-@app.task(base=EnrichmentStep, bind=True, name="tasks.enrichment.record_item")
+@app.task(
+    base=EnrichmentStep,
+    bind=True,
+    name="tasks.enrichment.record_item",
+    works_on=lambda self, ctx, **_: False,  # its own write is the gate (`fence`)
+)
 def record_item(self: EnrichmentStep, ctx: Context) -> dict[str, Any]:
-    """Write what was found and the item's outcome, in one transaction; the run's last item
-    closes the run."""
+    """Write what was found and the item's outcome, in one transaction — only for the
+    item's current copy of the work, of that run and tenant; the run's last item closes
+    the run."""
     status, reasons = item_status(ctx), ctx["reasons"]
     contacts = [
         {**c, "email_status": c.get("email_status") or "unknown"} for c in ctx.get("contacts") or []
     ]
+    fence = (uuid.UUID(str(ctx["run_id"])), ctx["tenant_id"], ctx.get("generation"))
     with session_scope() as session:
-        run_id = runs.mark_item_finished(ctx["item_id"], status, reasons, session=session)
-        if run_id is None:  # a repeated delivery: the item was recorded already
+        run_id = runs.mark_item_finished(
+            ctx["item_id"], status, reasons, session=session, fence=fence
+        )
+        if run_id is None:  # recorded already, or an old copy of the work: nothing to write
+            log.info("step.refused", step="record_item", item_id=ctx["item_id"])
             return {"item_id": ctx["item_id"], "status": "already-recorded"}
         deferrals.settle(session, ctx["item_id"], run_id, ctx.get("deferred") or {})
         companies.save_enrichment(

@@ -19,8 +19,29 @@ _engines: dict[str, Engine] = {}
 _sessions: dict[str, sessionmaker[Session]] = {}
 
 
-def engine_for(url: str) -> Engine:
-    engine = _engines.get(url)
+# Writes that are hints, not outcomes: their last few may be lost if Postgres itself
+# crashes (`synchronous_commit=off`: the commit does not wait for the WAL flush), and what
+# they say is only ever acted on later, idempotently (`pipeline.progress`).
+HINTS = "hints"
+
+
+def engine_for(url: str, *, purpose: str = "") -> Engine:
+    """One engine per database URL (and purpose) per process. `HINTS` engines commit
+    without waiting for the disk; everything that records an outcome uses the default."""
+    name = f"{purpose}|{url}" if purpose else url
+    engine = _engines.get(name)
+    if engine is None and purpose == HINTS and not url.startswith("sqlite"):
+        # No pre-ping either (a round trip per use, on the hottest path): a connection a
+        # Postgres restart dropped fails its one write, is discarded, and the task retries.
+        engine = create_engine(
+            url,
+            pool_recycle=1800,
+            hide_parameters=True,
+            connect_args={"options": "-c synchronous_commit=off"},
+        )
+        _engines[name] = engine
+    if engine is None and purpose == HINTS:
+        engine = _engines[name] = engine_for(url)
     if engine is None:
         if url.startswith("sqlite"):
             engine = create_engine(
@@ -46,12 +67,16 @@ def _sqlite_for_many_threads(connection: Any, _record: Any) -> None:
 
 
 @contextmanager
-def session_scope(url: str | None = None) -> Iterator[Session]:
-    """A session that commits on success and rolls back on error."""
+def session_scope(url: str | None = None, *, purpose: str = "") -> Iterator[Session]:
+    """A session that commits on success and rolls back on error (`purpose=HINTS`: on the
+    engine whose commits do not wait for the disk)."""
     url = url or get_settings().database_url
-    factory = _sessions.get(url)
+    name = f"{purpose}|{url}" if purpose else url
+    factory = _sessions.get(name)
     if factory is None:
-        factory = _sessions[url] = sessionmaker(engine_for(url), expire_on_commit=False)
+        factory = _sessions[name] = sessionmaker(
+            engine_for(url, purpose=purpose), expire_on_commit=False
+        )
     session = factory()
     try:
         yield session

@@ -26,7 +26,7 @@ from sqlalchemy import delete, select, update
 from pipeline import dead_letters, progress, runs
 from pipeline.companies import CompanyRef, upsert_companies
 from pipeline.db.engine import session_scope
-from pipeline.db.models import ReconcilerMark, RunItem, RunKind, utcnow
+from pipeline.db.models import ItemStatus, ReconcilerMark, RunItem, RunKind, utcnow
 from pipeline.enqueue import EnrichmentOptions
 from pipeline.reconciler import Reconciler
 from pipeline.replay import replay_entry
@@ -373,3 +373,25 @@ def test_an_item_that_stalls_again_after_a_replay_is_dead_lettered_again(tenant:
     entries = dead_letters.list_entries(run_id=run_id)
     assert len(entries) == 2 and first.id in {e.id for e in entries}
     assert finished(run_id).items[0].status == "dead", "its run closes again"
+
+
+def test_a_replayed_step_runs_as_the_new_copy_of_its_items_work(tenant: int) -> None:
+    """A step that died is replayed with the rest of its chain: it must not be taken for a
+    late message of the old copy (the replay bumped the item's generation)."""
+    run_id, (item,) = unsent_run(tenant, 1)
+    ctx = step_context(tenant, run_id, item, generation=0, contacts=[])
+    runs.finish_item(item.id, ItemStatus.DEAD, ["STEP_ERROR:IntegrityError"])
+    entry_id = dead_letters.record(
+        task_id=uuid.uuid4().hex,
+        task_name="tasks.enrichment.record_item",
+        args=[ctx],
+        kwargs={},
+        path="failure",
+        error_code="IntegrityError",
+        message="IntegrityError: as if the database had refused the write",
+        options={"context": True},
+    )
+    assert entry_id is not None
+    replay_entry(entry_id)
+    view = finished(run_id)
+    assert view.items[0].status == "succeeded" and view.items[0].generation == 1
