@@ -18,8 +18,11 @@
 - Our own database going away (`OperationalError`, `InterfaceError`) is not a failure of
   the work: whatever the task was doing, it is retried on the policy's outage curve until
   `DB_OUTAGE_MAX_S` into the outage, spending no attempt — the message is never acked as
-  done while its outcome cannot be written. Past that, Postgres still says the item is
-  open, and the reconciler re-drives it once the database is back.
+  done while its outcome cannot be written. Past that it fails like any task: its death
+  is spooled in Redis and written as a dead letter once the database is back.
+- The broker refusing what the work produced (a chain's next step, a retry) is not a death
+  either (`is_broker_outage`): the item stays open at its step in Postgres, and the
+  reconciler re-drives it.
 - A vendor or our own pacing asking us to slow down (`TenantRateExceededError`) is a pause:
   the task comes back after what was asked plus jitter, spending no attempt, for up to
   `RATE_LIMITED_MAX_S`.
