@@ -53,6 +53,7 @@ class Subject:
     tenant_id: int | None = None
     run_id: uuid.UUID | None = None
     item_id: int | None = None
+    generation: int | None = None  # which copy of the item's work the task was (fencing)
 
 
 def subject_of(args: Sequence[Any], kwargs: Mapping[str, Any]) -> Subject:
@@ -61,7 +62,9 @@ def subject_of(args: Sequence[Any], kwargs: Mapping[str, Any]) -> Subject:
     anything else has none."""
     subject = _subject_in(args, kwargs)
     if subject.tenant_id is None and subject.run_id is not None:
-        return Subject(tenant_of_run(subject.run_id), subject.run_id, subject.item_id)
+        return Subject(
+            tenant_of_run(subject.run_id), subject.run_id, subject.item_id, subject.generation
+        )
     return subject
 
 
@@ -78,6 +81,7 @@ def _subject_in(args: Sequence[Any], kwargs: Mapping[str, Any]) -> Subject:
         tenant_id=int(tenant) if isinstance(tenant, int | str) and str(tenant).isdigit() else None,
         run_id=_uuid(source.get("run_id")),
         item_id=int(item) if isinstance(item, int) else None,
+        generation=generation if isinstance(generation := source.get("generation"), int) else None,
     )
 
 
@@ -204,9 +208,10 @@ def _mark_subject_dead(subject: Subject, reason: str) -> None:
     if subject.run_id is None:
         return
     try:
-        if subject.item_id is not None:  # one item (of that run: ids come from a message)
-            if subject.item_id in runs.open_item_ids(subject.run_id, only=[subject.item_id]):
-                runs.finish_item(subject.item_id, ItemStatus.DEAD, [reason])
+        if subject.item_id is not None:  # one item, of that run and copy of its work
+            if subject.tenant_id is not None:
+                fence = (subject.run_id, subject.tenant_id, subject.generation)
+                runs.finish_item(subject.item_id, ItemStatus.DEAD, [reason], fence=fence)
             return
         for item_id in runs.open_item_ids(subject.run_id):
             runs.finish_item(item_id, ItemStatus.DEAD, [reason])

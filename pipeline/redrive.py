@@ -70,14 +70,13 @@ class Redriver:
         for (kind, run_id), found in by_run.items():
             run_task = kind != RunKind.ENRICHMENT  # one task works every open item
             spent = [i for i, _ in found if i.redrives >= self.settings.reconcile_max_redrives]
-            if spent:
-                given_up += self._give_up(
-                    [i for i, _ in found] if run_task else spent, now, run_task=run_task
-                )
-                if run_task:
-                    continue
-                if len(spent) == len(found):
-                    continue
+            if spent and run_task:  # one task works every open item: they go together
+                given_up += self._give_up([i for i, _ in found], now, run_task=True)
+                continue
+            for item in spent:  # each its own entry: an entry marks one item dead
+                given_up += self._give_up([item], now, run_task=False)
+            if len(spent) == len(found):
+                continue
             event = {"event": "redriven", "why": found[0][1], "step": found[0][0].step}
             quiet_till = max(i.progress_at for i, _ in found) + timedelta(microseconds=1)
             claimed = progress.claim_run(

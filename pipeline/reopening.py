@@ -66,6 +66,8 @@ def reopen_items(
                     progress_at=utcnow(),
                     redrives=0,  # another go on purpose: a fresh re-drive budget
                     generation=generation,
+                    step=None,  # no step of the new copy has started yet
+                    checkpoint=None,
                     history=progress.with_event(
                         item.history or [],
                         {

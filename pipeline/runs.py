@@ -247,14 +247,16 @@ def finish_item(
     reasons: Iterable[str] = (),
     *,
     deferred: Mapping[str, str] | None = None,
+    fence: tuple[uuid.UUID, int, int | None] | None = None,
     session: Session | None = None,
 ) -> Run | None:
     """Give an item its final status and reasons; returns the run if this was its last open
     item (the run is then closed, and only this caller gets it). See `mark_item_finished`.
     `deferred` (vendor → reason): the vendors whose work it now waits for, to be healed
-    (`pipeline.deferrals.settle`; None leaves its deferrals as they are)."""
+    (`pipeline.deferrals.settle`; None leaves its deferrals as they are). `fence`: see
+    `mark_item_finished`."""
     with joined(session) as db:
-        run_id = mark_item_finished(item_id, status, reasons, session=db)
+        run_id = mark_item_finished(item_id, status, reasons, session=db, fence=fence)
         if run_id is None:
             return None
         if deferred is not None:

@@ -118,12 +118,14 @@ class EnrichmentStep(ResilientTask):
             return
         code = error_code(exc)
         try:
+            fence = (uuid.UUID(str(ctx["run_id"])), ctx["tenant_id"], ctx.get("generation"))
             with session_scope() as session:
                 run_id = runs.mark_item_finished(
                     ctx["item_id"],
                     ItemStatus.DEAD,
                     [*ctx["reasons"], f"STEP_ERROR:{code}"],
                     session=session,
+                    fence=fence,  # an old copy of the work dying leaves the new one be
                 )
                 if run_id is not None:
                     runs.record_vendor_calls(ctx.get("calls", []), session=session)

@@ -153,7 +153,8 @@ class RunItem(Base):
     # step was given (`checkpoint`: an enrichment step's context), so the reconciler can
     # re-drive it from there; `progress_at` is when it last moved (`pipeline.progress`).
     step: Mapped[str | None] = mapped_column(String(64))
-    checkpoint: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # (none_as_null: "no checkpoint" is SQL NULL, which queries ask for, not JSON 'null')
+    checkpoint: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=utcnow)
     # How often the reconciler re-drove it (past RECONCILE_MAX_REDRIVES: dead-lettered; a
     # replay or heal starts the count afresh).

@@ -395,3 +395,30 @@ def test_a_replayed_step_runs_as_the_new_copy_of_its_items_work(tenant: int) -> 
     replay_entry(entry_id)
     view = finished(run_id)
     assert view.items[0].status == "succeeded" and view.items[0].generation == 1
+
+
+def test_a_reopened_item_whose_message_is_lost_is_re_driven(tenant: int) -> None:
+    """An item that had finished, was reopened (a replay) and whose run task never came:
+    its old checkpoint is gone, so it goes back through its run's task."""
+    from pipeline.reopening import reopen_items
+
+    run_id, (item,) = unsent_run(tenant, 1)
+    ctx = step_context(tenant, run_id, item, generation=0)
+    assert progress.mark_step(item.id, run_id, tenant, "crawl_site", ctx, generation=0)
+    runs.finish_item(item.id, ItemStatus.DEAD, ["STEP_ERROR:X"])
+    reopen_items(run_id, [item.id])  # ... and the replay's message is lost
+
+    assert reconciler().run(now=later(), tenant_id=tenant).redriven["enrichment"] == 1
+    assert finished(run_id).items[0].status == "succeeded"
+
+
+def test_every_spent_unstarted_item_of_a_run_is_dead_lettered_in_one_pass(tenant: int) -> None:
+    run_id, _ = unsent_run(tenant, 3)
+    top = get_settings().reconcile_max_redrives
+    with session_scope() as session:
+        session.execute(update(RunItem).where(RunItem.run_id == run_id).values(redrives=top))
+    report = reconciler().run(now=later(), tenant_id=tenant)
+    assert report.stalled == 3
+    view = finished(run_id)
+    assert [i.status for i in view.items] == ["dead"] * 3
+    assert len(dead_letters.list_entries(run_id=run_id)) == 3
