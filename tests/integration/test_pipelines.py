@@ -76,9 +76,11 @@ def test_a_failed_stage_stops_the_pipeline_and_says_so(simulator: Simulator, ten
     finished(first)
     sync = stages_of(first, 1)["crm_sync"]
     assert sync.status == "failed"
-    assert "PIPELINE_STOPPED:crm_sync_failed" in wait_until(
-        lambda: finished(sync.id).run.degraded_reasons or None, what="the stop to be noted"
+    reasons = wait_until(
+        lambda: (r := finished(sync.id).run.degraded_reasons or "") and "PIPELINE_STOPPED" in r and r,
+        what="the stop to be noted",
     )
+    assert "PIPELINE_STOPPED:crm_sync_failed" in reasons
     assert simulator.erp_partners(tenant) == []
 
 
