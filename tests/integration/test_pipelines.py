@@ -76,10 +76,12 @@ def test_a_failed_stage_stops_the_pipeline_and_says_so(simulator: Simulator, ten
     finished(first)
     sync = stages_of(first, 1)["crm_sync"]
     assert sync.status == "failed"
-    reasons = wait_until(
-        lambda: (r := finished(sync.id).run.degraded_reasons or "") and "PIPELINE_STOPPED" in r and r,
-        what="the stop to be noted",
-    )
+
+    def stop_noted() -> str | None:
+        reasons = finished(sync.id).run.degraded_reasons or ""
+        return reasons if "PIPELINE_STOPPED" in reasons else None
+
+    reasons = wait_until(stop_noted, what="the stop to be noted")
     assert "PIPELINE_STOPPED:crm_sync_failed" in reasons
     assert simulator.erp_partners(tenant) == []
 
