@@ -15,10 +15,11 @@ schemas join the app's components through `register_schemas`.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
+import anyio
 from fastapi import Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
@@ -47,7 +48,7 @@ class JsonBody:
             raise RequestValidationError(
                 [{"type": "missing", "loc": ("body",), "msg": "a JSON body is required"}]
             )
-        return await run_in_threadpool(self._validate, raw)
+        return await anyio.to_thread.run_sync(self._validate, raw, limiter=_parsers())
 
     def _validate(self, raw: bytes) -> Any:
         try:
@@ -57,6 +58,13 @@ class JsonBody:
             raise RequestValidationError(
                 [{**error, "loc": ("body", *error["loc"])} for error in errors]
             ) from None
+
+
+@cache
+def _parsers() -> anyio.CapacityLimiter:
+    """One body parsed at a time per process: parsing holds the GIL for long stretches, and
+    each thread doing it more is one more the event loop waits behind."""
+    return anyio.CapacityLimiter(1)
 
 
 def register_schemas(openapi: dict[str, Any]) -> dict[str, Any]:

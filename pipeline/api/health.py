@@ -33,7 +33,7 @@ class DependencyReport(BaseModel):
 
 
 @router.get("", response_model=Liveness, responses=answers())
-def liveness() -> Liveness:
+async def liveness() -> Liveness:
     return Liveness()
 
 

@@ -12,12 +12,17 @@
   one request to another; `pipeline.api.correlation` binds the request's id.
 - An idle keep-alive connection is closed after `timeout_keep_alive` (5 s); a body has
   `API_BODY_TIMEOUT_S` to arrive and `API_MAX_BODY_BYTES` to fit (`pipeline.api.limits`).
+- The objects made before serving (the app, its libraries) are moved out of the garbage
+  collector's reach (`gc.freeze`): parsing a big body makes enough objects to set off full
+  collections, and each would otherwise walk the whole heap holding the GIL — the longest
+  stalls of `/health` while bodies are posted (`benchmarks/api_big_bodies.py`).
 - Our JSON log handler formats uvicorn's records; the access log is off (`api.request`
   lines say the same, with the correlation id); no `Server` header.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import uuid
 from typing import Any
@@ -89,4 +94,5 @@ def serve(host: str, port: int, app: Any = None) -> None:
         from pipeline.api import create_app
 
         app = create_app()
+    gc.freeze()  # see the module's docstring
     uvicorn.Server(server_config(app, host=host, port=port)).run()
