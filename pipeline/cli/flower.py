@@ -42,9 +42,8 @@ def basic_auth() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.settings import get_settings
-
     from pipeline.flower_auth import require_auth_everywhere
+    from pipeline.settings import get_settings
 
     os.environ["FLOWER_BASIC_AUTH"] = basic_auth()
     require_auth_everywhere()  # every path, /metrics and /healthcheck too
