@@ -18,6 +18,8 @@ from sqlalchemy.orm import Session
 from pipeline.db.engine import joined, session_scope
 from pipeline.db.models import Company, Contact, utcnow
 from pipeline.db.upsert import insert_for
+from pipeline.errors import InputError
+from pipeline.storable import unstorable
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,25 @@ def natural_key(name: str | None, domain: str | None) -> str:
     return domain.lower() if domain else f"name:{(name or '').strip().lower()}"
 
 
+def check_storable(companies: Sequence[CompanyRef]) -> None:
+    """`InputError` naming each company name or domain Postgres could not store (a NUL
+    character, a lone surrogate): refused with a reason here rather than failing in the
+    driver, whichever way the company came in (API, CSV, Python)."""
+    errors = [
+        {"field": f"companies.{index}.{field}", "message": reason, "type": "value_error"}
+        for index, company in enumerate(companies)
+        for field in ("name", "domain")
+        if (reason := unstorable(getattr(company, field) or "")) is not None
+    ]
+    if errors:
+        named = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        raise InputError(f"companies Postgres cannot store: {named}", details={"errors": errors})
+
+
 def upsert_companies(tenant_id: int, companies: Sequence[CompanyRef]) -> list[int]:
-    """Ids of `companies` (created if new), in the order given."""
+    """Ids of `companies` (created if new), in the order given. A name or domain Postgres
+    cannot store is `InputError` (`check_storable`), before anything is written."""
+    check_storable(companies)
     keys = [natural_key(c.name, c.domain) for c in companies]
     with session_scope() as session:
         rows = [

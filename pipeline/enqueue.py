@@ -11,9 +11,10 @@ name nor domain is not an error of the request: it becomes an item that fails wi
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -24,31 +25,38 @@ from pipeline.correlation import current_correlation_id
 from pipeline.db.models import ItemStatus, RunKind
 from pipeline.errors import DependencyUnavailableError, InputError
 from pipeline.settings import get_settings
+from pipeline.storable import Storable
 
 log = structlog.get_logger(__name__)
+
+
+# Labels of letters (any script), digits, `-` or `_`, at least two: `acme.com`, `bücher.de`.
+_HOST_NAME = re.compile(r"[\w-]+(\.[\w-]+)+")
 
 
 class CompanyInput(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    name: str | None = Field(default=None, max_length=255)
-    domain: str | None = Field(default=None, max_length=255)
+    name: Annotated[str, Field(max_length=255), Storable()] | None = None
+    domain: Annotated[str, Field(max_length=255), Storable()] | None = None
 
     @field_validator("name", "domain", mode="before")
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
-        return value or None
+        """Empty or whitespace only: not given (a company with neither is `DATA_EMPTY`)."""
+        return (value.strip() or None) if isinstance(value, str) else value
 
     @field_validator("domain")
     @classmethod
     def _bare_domain(cls, value: str | None) -> str | None:
-        """'https://www.Acme.com/about' → 'acme.com'."""
+        """'https://www.Acme.com:443/about' → 'acme.com'; the message never holds the value."""
         if value is None:
             return None
         host = value.lower().split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0]
+        host = host.split(":", 1)[0]  # a port
         host = host.removeprefix("www.")
-        if not host or " " in host or "." not in host:
-            raise ValueError(f"not a domain: {value!r}")
+        if not _HOST_NAME.fullmatch(host):
+            raise ValueError("not a domain (e.g. acme.com)")
         return host
 
 
@@ -84,7 +92,8 @@ def check_stages(then: Sequence[str]) -> list[str]:
     stages = [then] if isinstance(then, str) else list(then)
     unknown = [s for s in stages if s not in STAGES]
     if unknown or len(set(stages)) != len(stages):
-        raise InputError(f"then: expected some of {', '.join(STAGES)} once each, got {stages}")
+        expected = f"expected some of {', '.join(STAGES)}, each at most once"
+        raise InputError(f"then: {expected}", details=_problem("then", expected))
     return stages
 
 
@@ -94,7 +103,10 @@ def check_tenant(tenant_id: Any) -> int:
         or not isinstance(tenant_id, int)
         or not 0 < tenant_id <= MAX_TENANT_ID
     ):
-        raise InputError(f"tenant must be a positive integer, got {tenant_id!r}")
+        raise InputError(
+            f"tenant must be a positive integer (at most {MAX_TENANT_ID})",
+            details=_problem("tenant", "must be a positive integer"),
+        )
     return tenant_id
 
 
@@ -102,30 +114,57 @@ def parse_companies(companies: Iterable[int | dict[str, Any]]) -> list[int | Com
     parsed: list[int | CompanyInput] = []
     for index, company in enumerate(companies):
         if isinstance(company, int) and not isinstance(company, bool):
+            if not 0 < company <= MAX_TENANT_ID:  # ids are BIGINT too
+                raise InputError(
+                    f"company #{index + 1}: not a company id (a positive integer)",
+                    details=_problem(f"companies.{index}", "not a company id"),
+                )
             parsed.append(company)
             continue
         if not isinstance(company, dict):
-            raise InputError(f"company #{index + 1}: expected an id or a dict, got {company!r}")
+            raise InputError(
+                f"company #{index + 1}: expected an id or a dict, got {type(company).__name__}",
+                details=_problem(f"companies.{index}", "expected an id or a dict"),
+            )
         try:
             parsed.append(CompanyInput(**company))
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'company'}: "
-                f"{str(e['msg']).removeprefix('Value error, ')}"
-                for e in exc.errors()
-            )
-            raise InputError(f"company #{index + 1}: {problems}") from None
+            errors = [
+                {
+                    "field": ".".join(str(p) for p in ("companies", index, *e["loc"])),
+                    "message": str(e["msg"]).removeprefix("Value error, "),
+                    "type": e["type"],
+                }
+                for e in exc.errors(include_input=False, include_url=False)
+            ]
+            problems = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+            raise InputError(
+                f"company #{index + 1}: {problems}", details={"errors": errors}
+            ) from None
     if not parsed:
-        raise InputError("no companies given")
+        raise InputError("no companies given", details=_problem("companies", "no companies given"))
     seen: dict[Any, int] = {}
     for index, entry in enumerate(parsed):
         key = entry if isinstance(entry, int) else (entry.domain or entry.name or None)
         if key is None:
             continue
         if key in seen:  # one item per company given: a repeat would silently vanish
-            raise InputError(f"company #{index + 1} repeats company #{seen[key] + 1} ({key})")
+            raise InputError(
+                f"company #{index + 1} repeats company #{seen[key] + 1}",
+                details=_problem(f"companies.{index}", f"repeats companies.{seen[key]}"),
+            )
         seen[key] = index
     return parsed
+
+
+def _error(field: str, message: str) -> dict[str, str]:
+    """One entry of `InputError.details["errors"]`: the field (relative to the arguments,
+    e.g. `companies.2.domain`), what is wrong with it, and never the value given."""
+    return {"field": field, "message": message, "type": "value_error"}
+
+
+def _problem(field: str, message: str) -> dict[str, Any]:
+    return {"errors": [_error(field, message)]}
 
 
 def enqueue_enrichment(
@@ -146,9 +185,19 @@ def enqueue_enrichment(
     stages = check_stages(then)
     parsed = parse_companies(companies)
     ids = [c for c in parsed if isinstance(c, int)]
-    missing = sorted(set(ids) - set(companies_by_id(tenant, ids)))
+    known = companies_by_id(tenant, ids)
+    missing = [i for i, c in enumerate(parsed) if isinstance(c, int) and c not in known]
     if missing:
-        raise InputError(f"tenant {tenant} has no companies with ids {missing}")
+        numbers = ", ".join(f"#{i + 1}" for i in missing)
+        raise InputError(
+            f"no company of tenant {tenant} has the id given as company {numbers}",
+            details={
+                "errors": [
+                    _error(f"companies.{i}", "no company of this tenant has this id")
+                    for i in missing
+                ]
+            },
+        )
 
     given = [c for c in parsed if isinstance(c, CompanyInput) and (c.name or c.domain)]
     new_ids = iter(upsert_companies(tenant, [CompanyRef(None, c.name, c.domain) for c in given]))

@@ -206,6 +206,11 @@ class Settings(BaseSettings):
     # API answers, /health/dependencies included, while Postgres is down); a revocation
     # takes effect within it. 0: ask Postgres every time.
     api_key_cache_s: float = Field(default=60.0, ge=0)
+    # A request body larger than this is refused (413) before it is read; one that has not
+    # arrived in full this long after the request began is given up (408), so a slow client
+    # cannot hold a connection and a worker thread.
+    api_max_body_bytes: int = Field(default=1_048_576, ge=1, le=1_073_741_824)
+    api_body_timeout_s: float = Field(default=10.0, gt=0, le=3600)
 
     @field_validator(
         "cb_global_exempt_vendors", "export_strippable_fields", "healing_off", mode="before"

@@ -48,7 +48,7 @@ class Caller:
         if self.is_admin:
             return requested
         if requested is not None and requested != self.tenant_id:
-            raise NotFoundError(f"no tenant {requested}")
+            raise NotFoundError("no such tenant", details={"field": "tenant"})
         return self.tenant_id
 
 

@@ -9,23 +9,22 @@ closes it with no failures counted.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
 
 from pipeline.api.auth import AnyCaller, Caller
-from pipeline.api.errors import ERROR_RESPONSES
+from pipeline.api.inputs import TenantPath, TenantQuery, VendorPath
+from pipeline.api.responses import keyed
 from pipeline.breakers import breaker_for
 from pipeline.breakers.contract import CLOSED, OPEN
 from pipeline.breakers.inspection import inspect_breakers
-from pipeline.enqueue import MAX_TENANT_ID
 from pipeline.errors import NotFoundError
 from pipeline.vendors.registry import GUARDED_VENDORS
 
-router = APIRouter(prefix="/breakers", tags=["breakers"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/breakers", tags=["breakers"], responses=keyed(404, 422))
 
-TenantPath = Annotated[int, Path(gt=0, le=MAX_TENANT_ID)]
 State = Literal["closed", "open", "half-open"]
 
 
@@ -47,7 +46,7 @@ class BreakerList(BaseModel):
 @router.get("", response_model=BreakerList)
 def list_breakers(
     caller: AnyCaller,
-    tenant: Annotated[int | None, Query(gt=0, le=MAX_TENANT_ID)] = None,
+    tenant: TenantQuery = None,
     state: State | None = None,
 ) -> BreakerList:
     """With `tenant` (or a tenant key): that tenant's breaker of every guarded vendor,
@@ -60,13 +59,13 @@ def list_breakers(
 
 
 @router.post("/{tenant}/{vendor}/reset", response_model=BreakerOut)
-def reset_breaker(tenant: TenantPath, vendor: str, caller: AnyCaller) -> BreakerOut:
+def reset_breaker(tenant: TenantPath, vendor: VendorPath, caller: AnyCaller) -> BreakerOut:
     """Close the breaker now, failures forgotten."""
     return _force(caller, tenant, vendor, CLOSED)
 
 
 @router.post("/{tenant}/{vendor}/open", response_model=BreakerOut)
-def open_breaker(tenant: TenantPath, vendor: str, caller: AnyCaller) -> BreakerOut:
+def open_breaker(tenant: TenantPath, vendor: VendorPath, caller: AnyCaller) -> BreakerOut:
     """Open the breaker now (vendor maintenance): no call for the cool-off, then probes."""
     return _force(caller, tenant, vendor, OPEN)
 
@@ -76,7 +75,8 @@ def _force(caller: Caller, tenant: int, vendor: str, state: str) -> BreakerOut:
     assert scoped is not None
     if vendor not in GUARDED_VENDORS:
         raise NotFoundError(
-            f"no breaker for vendor {vendor!r}; vendors with breakers: {', '.join(GUARDED_VENDORS)}"
+            f"no breaker for this vendor; vendors with breakers: {', '.join(GUARDED_VENDORS)}",
+            details={"field": "path.vendor"},
         )
     breaker = breaker_for(scoped, vendor)
     if state == OPEN:

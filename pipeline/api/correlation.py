@@ -1,26 +1,36 @@
-"""Correlation ids for web requests, as ASGI middleware.
+"""Each request's scope, as the outermost ASGI middleware: its correlation id, its one log
+line, and the 500 for anything nothing else answered.
 
 An incoming `X-Correlation-ID` is kept when it is fit to carry (`pipeline.correlation.
-carriable`), else a new id is made; it is bound into every log line of the request, handed
-to the tasks the request enqueues (their `x_correlation_id` header), and returned in the
-response's `X-Correlation-ID` header. One log line per request says what was asked, how it
-ended and how long it took.
+carriable`), else a new id is made. The log context is cleared and the id bound at the
+start of every request — a request's task may start from a context another request left
+bindings in — so every log line of the request carries its own id, and no other; the
+endpoint, run in a worker thread with a copy of that context, sees it too. It is handed to
+the tasks the request enqueues (their `x_correlation_id` header) and returned in the
+response's `X-Correlation-ID` header.
 
-Pure ASGI rather than `BaseHTTPMiddleware`: the id is bound in the request's own context, so
-the endpoint (run in a worker thread with a copy of that context) sees it too.
+An exception nothing inside answered is logged once, with its traceback and the id, and
+answered 500 `INTERNAL_ERROR` in the standard body. It is not raised on: Starlette's own
+handler re-raises, and uvicorn then drops the keep-alive connection without a word, so a
+client's next request on it fails with a reset.
+
+Pure ASGI rather than `BaseHTTPMiddleware`, so the id is bound in the request's own context.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 
 import structlog
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pipeline.correlation import carriable, correlation_scope
+from pipeline.api.errors import HEADER
+from pipeline.correlation import LOG_KEY, carriable
+from pipeline.errors import error_body
 
-HEADER = "X-Correlation-ID"
 log = structlog.get_logger("pipeline.api")
 
 
@@ -32,26 +42,38 @@ class CorrelationIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = carriable(Headers(scope=scope).get(HEADER))
-        with correlation_scope(incoming) as cid:
-            scope.setdefault("state", {})["correlation_id"] = cid
-            started = time.perf_counter()
-            status = 500
+        cid = carriable(Headers(scope=scope).get(HEADER)) or uuid.uuid4().hex
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(**{LOG_KEY: cid})
+        scope.setdefault("state", {})[LOG_KEY] = cid
+        started = time.perf_counter()
+        status: int | None = None
 
-            async def send_with_id(message: Message) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                    MutableHeaders(scope=message)[HEADER] = cid
-                await send(message)
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)[HEADER] = cid
+            await send(message)
 
-            try:
-                await self.app(scope, receive, send_with_id)
-            finally:
-                log.info(
-                    "api.request",
-                    method=scope["method"],
-                    path=scope["path"],
-                    status=status,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            log.error("api.unexpected_error", error=type(exc).__name__, exc_info=exc)
+            if status is None:  # else the response is cut short: nothing more can be said
+                body = error_body(
+                    status_code=500,
+                    message="internal error; see the server log",
+                    error_code="INTERNAL_ERROR",
+                    correlation_id=cid,
                 )
+                await JSONResponse(body, status_code=500)(scope, receive, send_with_id)
+        finally:
+            log.info(
+                "api.request",
+                method=scope["method"],
+                path=scope["path"][:200],  # a path is the caller's: bounded in our log
+                status=status or 500,
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            )
+            structlog.contextvars.clear_contextvars()

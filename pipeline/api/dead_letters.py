@@ -16,10 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline import dead_letters
 from pipeline.api.auth import AnyCaller
-from pipeline.api.errors import ERROR_RESPONSES
+from pipeline.api.errors import invalid_field
+from pipeline.api.inputs import PageLimit, PageOffset, RowIdPath, TenantQuery
+from pipeline.api.responses import keyed
+from pipeline.errors import InputError
 from pipeline.replay import replay_entry
 
-router = APIRouter(prefix="/dead-letters", tags=["dead letters"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
 
 
 class DeadLetterSummary(BaseModel):
@@ -66,14 +69,14 @@ class ReplayAccepted(BaseModel):
     replay_task_id: str
 
 
-@router.get("", response_model=DeadLetterPage)
+@router.get("", response_model=DeadLetterPage, responses=keyed(404, 422))
 def list_dead_letters(
     caller: AnyCaller,
-    tenant: Annotated[int | None, Query(gt=0)] = None,
+    tenant: TenantQuery = None,
     run: uuid.UUID | None = None,
     status: Annotated[str | None, Query(pattern="^(dead|replayed)$")] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: PageLimit = 50,
+    offset: PageOffset = 0,
 ) -> DeadLetterPage:
     """Newest first; filter by tenant (admins), run and status."""
     entries = dead_letters.list_entries(
@@ -89,16 +92,25 @@ def list_dead_letters(
     )
 
 
-@router.get("/{entry_id}", response_model=DeadLetterDetail)
-def get_dead_letter(entry_id: int, caller: AnyCaller) -> DeadLetterDetail:
+@router.get("/{entry_id}", response_model=DeadLetterDetail, responses=keyed(404, 422))
+def get_dead_letter(entry_id: RowIdPath, caller: AnyCaller) -> DeadLetterDetail:
     """One entry with its arguments (never secrets); the traceback for admin keys."""
     entry = dead_letters.get_entry(entry_id, tenant_id=caller.tenant_scope(None))
     detail = DeadLetterDetail.model_validate(entry)
     return detail if caller.is_admin else detail.model_copy(update={"traceback": None})
 
 
-@router.post("/{entry_id}/replay", status_code=202, response_model=ReplayAccepted)
-def replay_dead_letter(entry_id: int, caller: AnyCaller) -> ReplayAccepted:
-    """Re-send the entry's task under a new id (once; 409 if it was already replayed)."""
-    task_id = replay_entry(entry_id, tenant_id=caller.tenant_scope(None))
+@router.post(
+    "/{entry_id}/replay",
+    status_code=202,
+    response_model=ReplayAccepted,
+    responses=keyed(404, 409, 422),
+)
+def replay_dead_letter(entry_id: RowIdPath, caller: AnyCaller) -> ReplayAccepted:
+    """Re-send the entry's task under a new id (once; 409 if it was already replayed; 422
+    for a message no task can run)."""
+    try:
+        task_id = replay_entry(entry_id, tenant_id=caller.tenant_scope(None))
+    except InputError as exc:
+        raise invalid_field("path.entry_id", exc.message) from None
     return ReplayAccepted(dead_letter_id=entry_id, replay_task_id=task_id)

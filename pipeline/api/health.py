@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from pipeline.api.auth import AdminCaller
-from pipeline.api.errors import ERROR_RESPONSES, ErrorBody
+from pipeline.api.responses import answers, keyed
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -32,18 +32,15 @@ class DependencyReport(BaseModel):
     details: dict[str, Any]
 
 
-@router.get("", response_model=Liveness)
-def liveness() -> Liveness:
+@router.get("", response_model=Liveness, responses=answers())
+async def liveness() -> Liveness:
     return Liveness()
 
 
 @router.get(
     "/dependencies",
     response_model=DependencyReport,
-    responses={
-        401: ERROR_RESPONSES[401],
-        403: {"model": ErrorBody, "description": "a tenant key: this needs an admin key"},
-    },
+    responses=keyed(403),
 )
 def dependencies(request: Request, _: AdminCaller) -> dict[str, Any]:
     """Redis, Postgres, the broker, live workers (answered a ping within

@@ -10,13 +10,20 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from pipeline.api.auth import AdminCaller
-from pipeline.api.errors import ERROR_RESPONSES
+from pipeline.api.responses import keyed
 from pipeline.metrics.exposition import render
 
-router = APIRouter(tags=["metrics"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["metrics"])
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+        **keyed(403),
+    },
+)
 def metrics(_: AdminCaller) -> Response:
     """Metrics in Prometheus text format (see README, Metrics)."""
     body, content_type = render()

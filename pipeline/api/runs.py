@@ -14,22 +14,22 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from pipeline import enqueue, replay, runs
 from pipeline.api.auth import AnyCaller
-from pipeline.api.errors import ERROR_RESPONSES, invalid_field
+from pipeline.api.bodies import JsonBody
+from pipeline.api.errors import invalid_field, located
+from pipeline.api.inputs import TENANT_HELP, PageLimit, RowId, TenantId, TenantQuery
+from pipeline.api.responses import keyed
 from pipeline.api.run_views import RunDetail, RunPage, run_detail, run_summary
 from pipeline.db.models import RunKind, RunStatus
-from pipeline.enqueue import MAX_TENANT_ID, CompanyInput
-from pipeline.errors import NotFoundError
+from pipeline.enqueue import CompanyInput
+from pipeline.errors import InputError, NotFoundError
 from pipeline.run_details import healed_counts, with_deferrals
 
-router = APIRouter(prefix="/runs", tags=["runs"], responses=ERROR_RESPONSES)
-
-TenantId = Annotated[int, Field(gt=0, le=MAX_TENANT_ID)]
-TENANT_HELP = "required with an admin key; a tenant key's own tenant when left out"
+router = APIRouter(prefix="/runs", tags=["runs"])
 
 
 # -- what a client sends ---------------------------------------------------------------------
@@ -40,9 +40,9 @@ class EnrichmentFlags(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enable_tavily_fallback: bool | None = None
-    enable_apify_linkedin: bool | None = None
-    enable_lusha_fallback: bool | None = None
+    enable_tavily_fallback: StrictBool | None = None
+    enable_apify_linkedin: StrictBool | None = None
+    enable_lusha_fallback: StrictBool | None = None
 
 
 class CompanyEntry(CompanyInput):
@@ -50,7 +50,7 @@ class CompanyEntry(CompanyInput):
     or a new one by `name` and/or `domain`. One model rather than a union, so an error
     names the field itself (`companies.0.domain`), not a union member."""
 
-    id: int | None = Field(default=None, gt=0)
+    id: RowId | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -76,7 +76,6 @@ class EnrichmentRunRequest(BaseModel):
         min_length=1,
         max_length=10_000,
         description="ids of the tenant's companies, or {name, domain} objects",
-        examples=[[{"name": "Acme", "domain": "acme.com"}, 1017]],
     )
     options: EnrichmentFlags | None = None
     then: list[Literal["crm_sync", "export"]] = Field(
@@ -104,6 +103,10 @@ class ExportRunRequest(BaseModel):
 RunRequest = Annotated[
     EnrichmentRunRequest | CrmSyncRunRequest | ExportRunRequest, Field(discriminator="kind")
 ]
+run_request = JsonBody(
+    RunRequest,
+    examples=[{"kind": "enrichment", "companies": [{"name": "Acme", "domain": "acme.com"}]}],
+)
 
 
 # -- what it gets back -----------------------------------------------------------------------
@@ -119,9 +122,18 @@ class RunAccepted(BaseModel):
 # -- the endpoints ---------------------------------------------------------------------------
 
 
-@router.post("", status_code=202, response_model=RunAccepted)
+@router.post(
+    "",
+    status_code=202,
+    response_model=RunAccepted,
+    responses=keyed(404, 408, 422),
+    openapi_extra=run_request.openapi,
+)
 def enqueue_run(
-    body: Annotated[RunRequest, Body()], caller: AnyCaller, request: Request, response: Response
+    caller: AnyCaller,  # first: a caller without a valid key is refused before the body is read
+    body: Annotated[RunRequest, Depends(run_request)],
+    request: Request,
+    response: Response,
 ) -> RunAccepted:
     """Start a run; it is handed to the workers and its id returned at once (202, with
     `Location: /runs/{id}`). Bad input is 422 naming what was wrong; a source run the
@@ -129,35 +141,44 @@ def enqueue_run(
     tenant = caller.tenant_scope(body.tenant)
     if tenant is None:
         raise invalid_field("body.tenant", "required with an admin key")
-    cid = request.state.correlation_id
-    if isinstance(body, EnrichmentRunRequest):
-        companies = [company.for_enqueue() for company in body.companies]
-        options = body.options.model_dump(exclude_none=True) if body.options else None
-        run_id = enqueue.enqueue_enrichment(
-            tenant, companies, options=options, then=body.then, correlation_id=cid
-        )
-    else:
-        source = runs.get_run(body.run_id)
-        if source is None or source.run.tenant_id != tenant:
-            raise NotFoundError(f"no run {body.run_id}")
-        if isinstance(body, CrmSyncRunRequest):
-            run_id = enqueue.enqueue_crm_sync(
-                tenant, run_id=body.run_id, then=body.then, correlation_id=cid
-            )
-        else:
-            run_id = enqueue.enqueue_export(tenant, run_id=body.run_id, correlation_id=cid)
+    try:
+        run_id = _enqueue(body, tenant, request.state.correlation_id)
+    except InputError as exc:  # what only the enqueue can check (repeats, unknown ids)
+        raise located(exc, f"body.{body.kind}") from None
     response.headers["Location"] = f"/runs/{run_id}"
     return RunAccepted(run_id=run_id, kind=RunKind(body.kind), tenant_id=tenant)
 
 
-@router.get("", response_model=RunPage)
+def _enqueue(
+    body: EnrichmentRunRequest | CrmSyncRunRequest | ExportRunRequest, tenant: int, cid: str
+) -> uuid.UUID:
+    if isinstance(body, EnrichmentRunRequest):
+        companies = [company.for_enqueue() for company in body.companies]
+        options = body.options.model_dump(exclude_none=True) if body.options else None
+        return enqueue.enqueue_enrichment(
+            tenant, companies, options=options, then=body.then, correlation_id=cid
+        )
+    source = runs.get_run(body.run_id)
+    if source is None or source.run.tenant_id != tenant:
+        raise NotFoundError("no run with this id", details={"field": "body.run_id"})
+    try:
+        if isinstance(body, CrmSyncRunRequest):
+            return enqueue.enqueue_crm_sync(
+                tenant, run_id=body.run_id, then=body.then, correlation_id=cid
+            )
+        return enqueue.enqueue_export(tenant, run_id=body.run_id, correlation_id=cid)
+    except InputError as exc:  # nothing to sync or export: about the run given
+        raise invalid_field("run_id", exc.message) from None
+
+
+@router.get("", response_model=RunPage, responses=keyed(404, 422))
 def list_runs(
     caller: AnyCaller,
-    tenant: Annotated[int | None, Query(gt=0, le=MAX_TENANT_ID, description=TENANT_HELP)] = None,
+    tenant: TenantQuery = None,
     status: RunStatus | None = None,
     kind: RunKind | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: str | None = None,
+    limit: PageLimit = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> RunPage:
     """Runs newest first. An admin key without `tenant` lists every tenant's runs."""
     found = runs.list_runs(
@@ -175,13 +196,13 @@ def list_runs(
     )
 
 
-@router.get("/{run_id}", response_model=RunDetail)
+@router.get("/{run_id}", response_model=RunDetail, responses=keyed(404, 422))
 def get_run(run_id: uuid.UUID, caller: AnyCaller) -> RunDetail:
     """A run with its items: each item's status, degradation reasons and attempts, what
     healed and when (its reasons before are in its `history`), what it still waits for."""
     view = runs.get_run(run_id)
     if view is None or not caller.sees(view.run.tenant_id):
-        raise NotFoundError(f"no run {run_id}")
+        raise NotFoundError("no run with this id", details={"field": "path.run_id"})
     return run_detail(with_deferrals(view))
 
 
@@ -190,7 +211,9 @@ class ReplayStarted(BaseModel):
     items_reopened: int = Field(description="dead or failed items sent again (0: none left)")
 
 
-@router.post("/{run_id}/replay", status_code=202, response_model=ReplayStarted)
+@router.post(
+    "/{run_id}/replay", status_code=202, response_model=ReplayStarted, responses=keyed(404, 422)
+)
 def replay_run(run_id: uuid.UUID, caller: AnyCaller) -> ReplayStarted:
     """Re-run the run's dead and failed items (not those that succeeded); the run opens
     again and its status and counts are recomputed when they finish."""

@@ -23,20 +23,11 @@ def register(sub: Any) -> None:
 
 
 def api_command(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from pipeline.api import create_app
+    from pipeline.api.server import serve
     from pipeline.logs import configure_logging
     from pipeline.settings import get_settings
 
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
-    uvicorn.run(
-        create_app(),
-        host=args.host or settings.api_host,
-        port=args.port or settings.api_port,
-        log_config=None,  # uvicorn's records go through our JSON handler
-        access_log=False,  # `api.request` lines say the same, with the correlation id
-        server_header=False,
-    )
+    serve(host=args.host or settings.api_host, port=args.port or settings.api_port)
     return EXIT_OK

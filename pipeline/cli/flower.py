@@ -42,9 +42,11 @@ def basic_auth() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pipeline.flower_auth import require_auth_everywhere
     from pipeline.settings import get_settings
 
     os.environ["FLOWER_BASIC_AUTH"] = basic_auth()
+    require_auth_everywhere()  # every path, /metrics and /healthcheck too
     port = args.port or get_settings().flower_port
     from workers.app import app
 

@@ -173,9 +173,23 @@ def test_input_the_enqueue_refuses_is_422_with_its_message(
 ) -> None:
     repeated = [company(1, tenant), company(1, tenant)]
     error = assert_error(enrich(api, tenant_headers, repeated), 422, "INVALID_INPUT")
-    assert "repeats company #1" in error["message"]
-    error = assert_error(enrich(api, tenant_headers, [987654321]), 422, "INVALID_INPUT")
-    assert "no companies with ids [987654321]" in error["message"]
+    assert "company #2 repeats company #1" in error["message"]
+    assert error["details"]["errors"] == [
+        {
+            "field": "body.enrichment.companies.1",
+            "message": "repeats companies.0",
+            "type": "value_error",
+        }
+    ]
+    assert company(1, tenant)["domain"] not in error["message"], "no value echoed"
+
+    unknown = [{"name": "Known"}, 987654321, 987654322]
+    error = assert_error(enrich(api, tenant_headers, unknown), 422, "INVALID_INPUT")
+    assert "company #2, #3" in error["message"] and "987654321" not in error["message"]
+    assert [e["field"] for e in error["details"]["errors"]] == [
+        "body.enrichment.companies.1",
+        "body.enrichment.companies.2",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -399,7 +413,7 @@ def test_another_tenants_run_with_heals_is_404(
     other_key, _ = create_api_key(tenant_id=tenant + 1)
     response = api.get(f"/runs/{seeded.run_id}", headers={"X-API-Key": other_key})
     body = assert_error(response, 404, "NOT_FOUND")
-    assert "company:" not in response.text and body["message"] == f"no run {seeded.run_id}"
+    assert "company:" not in response.text and body["message"] == "no run with this id"
     assert api.get(f"/runs/{seeded.run_id}", headers=admin_headers).json()["healed"] == 1
 
 

@@ -3,10 +3,13 @@ operator and a web app meet them."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,13 +24,18 @@ from tests.support.stack import environment
 
 
 class ApiServer:
-    def __init__(self, log_path: Path) -> None:
-        self.url = f"http://127.0.0.1:{free_port()}"
+    """`pipeline api` (or, given `command`, another module serving through
+    `pipeline.api.server.serve`, its last argument the port) on a free loopback port."""
+
+    def __init__(self, log_path: Path, command: tuple[str, ...] = ()) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "w")  # noqa: SIM115 (closed in stop())
-        port = self.url.rsplit(":", 1)[1]
+        port = str(self.port)
+        args = [*command, port] if command else ["pipeline.cli", "api", "--port", port]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "api", "--host", "127.0.0.1", "--port", port],
+            [sys.executable, "-m", *args],
             cwd=REPO,
             env=dict(os.environ),
             stdout=self._log,
@@ -157,3 +165,118 @@ def test_bad_commands_exit_2_with_a_message(args: list[str], message: str) -> No
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# -- what the server does at its edges ----------------------------------------------------
+
+
+def exchange(sock: socket.socket, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes; the response's status, headers and body (read to its length, or to
+    the connection's close)."""
+    sock.sendall(request)
+    reader = sock.makefile("rb")
+    status = int(reader.readline().split()[1])
+    headers = {}
+    while (line := reader.readline().decode("latin-1").strip()) != "":
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = headers.get("content-length")
+    body = reader.read(int(length)) if length is not None else reader.read()
+    return status, headers, body
+
+
+def assert_error_body(body: bytes, status: int, code: str) -> dict[str, Any]:
+    error: dict[str, Any] = json.loads(body)
+    assert error["error"] is True and error["status_code"] == status, error
+    assert error["error_code"] == code
+    return error
+
+
+def test_after_a_500_the_connection_serves_the_next_request_and_the_log_has_its_id(
+    integration_env: dict[str, str], tmp_path: Path
+) -> None:
+    server = ApiServer(tmp_path / "api.log", ("tests.support.api_with_a_fault",))
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request("GET", "/health", headers={"X-Correlation-ID": "before-the-fault"})
+        assert conn.getresponse().read() and conn.sock is not None
+        sock = conn.sock
+        conn.request("GET", "/fault", headers={"X-Correlation-ID": "the-fault"})
+        fault = conn.getresponse()
+        error = assert_error_body(fault.read(), 500, "INTERNAL_ERROR")
+        assert error["correlation_id"] == "the-fault" and fault.getheader("Connection") is None
+        conn.request("GET", "/health", headers={"X-Correlation-ID": "after-the-fault"})
+        after = conn.getresponse()
+        assert after.status == 200 and after.read() == b'{"status":"ok"}'
+        assert conn.sock is sock, "the same keep-alive connection served all three"
+        conn.close()
+
+        logged = server.log_lines()
+        (failure,) = [line for line in logged if line.get("level") == "error"]
+        assert failure["event"] == "api.unexpected_error"
+        assert failure["correlation_id"] == "the-fault" and "RuntimeError" in json.dumps(failure)
+        requests_logged = {
+            line["correlation_id"]: line["status"]
+            for line in logged
+            if line.get("event") == "api.request"
+        }
+        assert {
+            "before-the-fault": 200,
+            "the-fault": 500,
+            "after-the-fault": 200,
+        }.items() <= requests_logged.items()
+        assert "Exception in ASGI application" not in server.log_path.read_text()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /health HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+        b"GET /h\xc3\xa9alth HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"G(T /health HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /runs HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+    ],
+    ids=["bad-header", "non-ascii-target", "bad-method", "two-lengths"],
+)
+def test_a_request_the_server_cannot_parse_is_400_in_the_error_body(
+    server: ApiServer, request_bytes: bytes
+) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        status, headers, body = exchange(sock, request_bytes)
+    assert status == 400 and headers["content-type"] == "application/json"
+    assert headers["connection"] == "close"
+    error = assert_error_body(body, 400, "MALFORMED_REQUEST")
+    assert headers["x-correlation-id"] == error["correlation_id"]
+
+
+def test_a_body_that_does_not_arrive_in_time_is_408_and_the_connection_closed(
+    integration_env: dict[str, str], tmp_path: Path
+) -> None:
+    with environment({"API_BODY_TIMEOUT_S": "1"}):
+        server = ApiServer(tmp_path / "api.log")
+    try:
+        key = create_key("--admin")
+        head = (
+            "POST /runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"X-API-Key: {key}\r\nContent-Length: 1000\r\n\r\n"
+        ).encode()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=15) as sock:
+            started = time.monotonic()
+            status, headers, body = exchange(sock, head + b'{"kind": ')
+            waited = time.monotonic() - started
+            assert sock.recv(1) == b"", "the server closed the connection"
+        assert status == 408 and headers["connection"] == "close"
+        assert assert_error_body(body, 408, "REQUEST_TIMEOUT")["details"] == {"timeout_s": 1.0}
+        assert 0.9 < waited < 8, waited
+    finally:
+        server.stop()
+
+
+def test_a_body_declared_too_big_is_413_before_it_is_sent(server: ApiServer) -> None:
+    head = b"POST /runs HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        status, headers, body = exchange(sock, head)
+    assert status == 413 and headers["connection"] == "close"
+    assert assert_error_body(body, 413, "BODY_TOO_LARGE")["details"] == {"limit_bytes": 1_048_576}

@@ -231,7 +231,7 @@ def test_two_tenants_are_isolated(simulator: Simulator, tenant: int) -> None:
         (7, [], "no companies given"),
         (7, [{"name": "A", "website": "a.com"}], "website"),
         (7, [{"domain": "not a domain"}], "not a domain"),
-        (7, [10**12], "has no companies with ids"),
+        (7, [10**12], "no company of tenant 7 has the id given as company #1"),
         (7, [{"domain": "a.com"}, {"domain": "A.com"}], "repeats company #1"),
         (7, [{"name": "x" * 300}], "at most 255"),
         (2**63, [{"name": "A"}], "tenant must be a positive integer"),

@@ -132,6 +132,27 @@ def test_flower_shows_the_worker_and_a_finished_sync_with_no_secret_in_it(
         assert value not in shown, "a secret in what Flower shows"
 
 
+@pytest.mark.parametrize(
+    "path",
+    ["/metrics", "/healthcheck", "/static/css/flower.css", "/login", "/nowhere", "/api/workers"],
+)
+def test_every_path_needs_the_credentials(flower: Flower, path: str) -> None:
+    """Flower itself leaves /metrics (every worker and task name), /healthcheck, its static
+    files, its login and 404 pages open; `pipeline flower` closes them too."""
+    for auth in (None, (USER, "wrong"), ("someone", PASSWORD)):
+        refused = flower.get(path, auth=auth)
+        assert refused.status_code == 401, (path, auth)
+        assert refused.headers["WWW-Authenticate"] == 'Basic realm="flower"'
+        assert "flower_" not in refused.text and "worker" not in refused.text.lower()
+    post = requests.post(f"{flower.url}{path}", timeout=10)
+    assert post.status_code == 401
+
+
+def test_the_monitoring_paths_answer_with_the_credentials(flower: Flower) -> None:
+    assert flower.get("/healthcheck").text == "OK"
+    assert "flower_events_total" in flower.get("/metrics").text
+
+
 def test_flower_refuses_to_start_without_a_password(integration_env: dict[str, str]) -> None:
     env = {k: v for k, v in os.environ.items() if k.upper() != "FLOWER_PASSWORD"}
     result = subprocess.run(

@@ -15,7 +15,7 @@ def test_a_tenant_key_acts_on_its_own_tenant_and_finds_no_other() -> None:
     caller = Caller(key_id=1, tenant_id=7)
     assert caller.tenant_scope(None) == caller.tenant_scope(7) == 7
     assert caller.sees(7) and not caller.sees(8)
-    with pytest.raises(NotFoundError, match="no tenant 8"):
+    with pytest.raises(NotFoundError, match="no such tenant"):
         caller.tenant_scope(8)
 
 
