@@ -99,6 +99,4 @@ def test_the_demo_runs_embedded_with_nothing_configured(tmp_path: Path) -> None:
     assert "tenant B: no CIRCUIT_OPEN" in result.stdout
     for label in ("A", "B"):  # the three stages of each tenant's pipeline, all finished
         for stage in ("crm_sync", "export"):
-            assert re.search(rf"│ {label} → {stage}\s+│ \w+\s+│ succeeded", result.stdout), (
-                result.stdout
-            )
+            assert re.search(rf"│ {label} → {stage}\s+│ succeeded", result.stdout), result.stdout

@@ -77,7 +77,9 @@ def test_a_failed_stage_stops_the_pipeline_and_says_so(simulator: Simulator, ten
     sync = stages_of(first, 1)["crm_sync"]
     assert sync.status == "failed"
     reasons = wait_until(
-        lambda: (r := finished(sync.id).run.degraded_reasons or "") and "PIPELINE_STOPPED" in r and r,
+        lambda: (
+            (r := finished(sync.id).run.degraded_reasons or "") and "PIPELINE_STOPPED" in r and r
+        ),
         what="the stop to be noted",
     )
     assert "PIPELINE_STOPPED:crm_sync_failed" in reasons
