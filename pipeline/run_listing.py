@@ -81,7 +81,7 @@ def find_runs(wanted: RunFilter, *, now: datetime | None = None) -> list[ListedR
         raise InputError(f"limit must be 1-{MAX_LIMIT}")
     overdue = _overdue_items(now or utcnow()).subquery()
     query = (
-        select(Run, overdue.c.items, overdue.c.oldest)
+        select(Run, overdue.c.stale, overdue.c.oldest)
         .outerjoin(overdue, overdue.c.run_id == Run.id)
         .order_by(Run.created_at.desc(), Run.id.desc())
         .limit(wanted.limit)
@@ -95,7 +95,7 @@ def find_runs(wanted: RunFilter, *, now: datetime | None = None) -> list[ListedR
     if wanted.since is not None:
         query = query.where(Run.created_at >= wanted.since)
     if wanted.stuck:
-        query = query.where(overdue.c.items > 0)
+        query = query.where(overdue.c.stale > 0)
     with session_scope() as session:
         return [
             ListedRun(run, int(items or 0), aware(oldest) if oldest else None)
@@ -119,7 +119,7 @@ def _overdue_items(now: datetime) -> Any:
     return (
         select(
             RunItem.run_id,
-            func.count().label("items"),
+            func.count().label("stale"),
             func.min(RunItem.progress_at).label("oldest"),
         )
         .join(Run, Run.id == RunItem.run_id)

@@ -57,7 +57,7 @@ def describe(exc: Exception) -> Failure:
         return f"{exc.code}: {exc.message}", EXIT_UNAVAILABLE
     if isinstance(exc, PipelineError):
         return f"{exc.code}: {exc.message}", EXIT_USAGE
-    if isinstance(exc, sqlalchemy.exc.SQLAlchemyError):
+    if isinstance(exc, sqlalchemy.exc.DBAPIError):  # the database answered, or did not
         return database_failure(exc)
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
         return (
