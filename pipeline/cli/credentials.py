@@ -109,7 +109,10 @@ def _utc(at: datetime) -> datetime:
     return at.astimezone(UTC) if at.tzinfo is not None else at
 
 
-@click.group(epilog=example("pipeline credentials list --tenant 7"))
+@click.group(
+    short_help="Tenants' vendor credentials (encrypted).",
+    epilog=example("pipeline credentials list --tenant 7"),
+)
 def credentials() -> None:
     """Tenants' vendor credentials (encrypted with PIPELINE_SECRET_KEY)."""
 
@@ -124,7 +127,9 @@ def credentials() -> None:
     ),
 )
 @click.option("--tenant", type=TENANT, required=True, help="The tenant it belongs to.")
-@click.option("--vendor", required=True, help="The vendor it is for, e.g. crm, erp.")
+@click.option(
+    "--vendor", metavar="VENDOR", required=True, help="The vendor it is for, e.g. crm, erp."
+)
 @click.option(
     "--field",
     "fields",
@@ -161,7 +166,7 @@ def list_command(tenant: int | None) -> int:
     "delete", epilog=example("pipeline credentials delete --tenant 7 --vendor crm")
 )
 @click.option("--tenant", type=TENANT, required=True, help="The tenant it belongs to.")
-@click.option("--vendor", required=True, help="The vendor it is for.")
+@click.option("--vendor", metavar="VENDOR", required=True, help="The vendor it is for.")
 def delete_command(tenant: int, vendor: str) -> int:
     """Forget a tenant's credential for a vendor."""
     from pipeline.credentials import delete_credential

@@ -35,21 +35,41 @@ CONTACT_VENDOR = "apify_linkedin"
 
 
 @click.command(
+    short_help="Two tenants, one failing vendor: watch it cope.",
     epilog=example(
         "pipeline demo",
         "pipeline demo --companies 50 --then crm_sync,export",
         "BROKER_URL=redis://... DATABASE_URL=postgresql+psycopg2://... pipeline demo",
-    )
+    ),
 )
-@click.option("--companies", type=click.IntRange(1, 10_000), default=200, show_default=True,
-              help="Companies per tenant.")  # fmt: skip
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=600.0,
-              show_default=True, help="Seconds before the demo gives up (exit 1).")  # fmt: skip
-@click.option("--then", default="", metavar="STAGES",
-              help="Stages after enrichment, comma-separated: crm_sync, export.")  # fmt: skip
-@click.option("--keep-logs", type=click.Path(file_okay=False, path_type=Path),
-              help="Keep demo.log (and worker.log) in this folder; by default they live in a "
-              "temporary folder removed at exit.")  # fmt: skip
+@click.option(
+    "--companies",
+    metavar="N",
+    type=click.IntRange(1, 10_000),
+    default=200,
+    show_default=True,
+    help="Companies per tenant.",
+)
+@click.option(
+    "--timeout",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0, min_open=True),
+    default=600.0,
+    show_default=True,
+    help="Seconds before the demo gives up (exit 1).",
+)
+@click.option(
+    "--then",
+    default="",
+    metavar="STAGES",
+    help="Stages after enrichment, comma-separated: crm_sync, export.",
+)
+@click.option(
+    "--keep-logs",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep demo.log (and worker.log) in this folder; by default they live in a "
+    "temporary folder removed at exit.",
+)
 def demo(companies: int, timeout: float, then: str, keep_logs: Path | None) -> int:
     """Two tenants, one contact vendor failing for one of them: watch the pipeline cope.
     Embedded (nothing to run first) unless BROKER_URL and DATABASE_URL are set.

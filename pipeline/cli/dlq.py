@@ -31,6 +31,7 @@ def dlq() -> None:
 )
 @click.option(
     "--limit",
+    metavar="N",
     type=click.IntRange(1, 1000),
     default=50,
     show_default=True,

@@ -25,6 +25,7 @@ def wait_options(command: F) -> F:
     """`--wait` and `--timeout`, alike on every command that enqueues."""
     command = click.option(
         "--timeout",
+        metavar="SECONDS",
         type=click.FloatRange(min=0, min_open=True),
         default=600.0,
         show_default=True,
@@ -34,10 +35,11 @@ def wait_options(command: F) -> F:
 
 
 @click.command(
+    short_help="Enqueue an enrichment run from a CSV file.",
     epilog=example(
         "pipeline enrich --tenant 7 --file companies.csv --wait",
         "pipeline enrich --tenant 7 --file companies.csv --then crm_sync,export --wait",
-    )
+    ),
 )
 @click.option("--tenant", type=TENANT, required=True, help="The tenant the companies belong to.")
 @click.option(
@@ -100,9 +102,11 @@ def _stage_command(kind: str, summary: str, queue: str) -> click.Command:
     command = click.option(
         "--tenant", type=TENANT, required=True, help="The tenant whose run it is."
     )(command)
-    return click.command(kind, epilog=example(f"pipeline {kind} --tenant 7 --run 3f2a9c1e --wait"))(
-        command
-    )
+    return click.command(
+        kind,
+        short_help=f"{summary.split(' an ')[0]} from an enrichment run.",
+        epilog=example(f"pipeline {kind} --tenant 7 --run 3f2a9c1e --wait"),
+    )(command)
 
 
 sync = _stage_command(

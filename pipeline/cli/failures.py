@@ -22,6 +22,10 @@ from pipeline.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNAVAILABLE,
 from pipeline.errors import DATABASE_ERRORS, DependencyUnavailableError, PipelineError
 
 Failure = tuple[str, int]
+# Click 8.2 raises this for a group run without a command (8.1 printed help and exited 0).
+NO_ARGS_IS_HELP: type[click.UsageError] | tuple[()] = getattr(
+    click.exceptions, "NoArgsIsHelpError", ()
+)
 
 
 def run_guarded(command: Callable[[], int]) -> int:
@@ -29,6 +33,9 @@ def run_guarded(command: Callable[[], int]) -> int:
     try:
         return command()
     except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except NO_ARGS_IS_HELP as exc:  # a group given no command: its help, as Click shows it
+        exc.show()
         return exc.exit_code
     except click.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx is not None else "pipeline"

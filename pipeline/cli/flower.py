@@ -34,10 +34,11 @@ def basic_auth() -> str:
 
 
 @click.command(
+    short_help="Run Flower (task monitor) behind basic auth.",
     epilog=example(
         "FLOWER_PASSWORD=... pipeline flower",
         "FLOWER_PASSWORD=... pipeline flower --port 5555 --address 0.0.0.0",
-    )
+    ),
 )
 @click.option("--port", type=PORT, help="Port (default: FLOWER_PORT, 5555).")
 @click.option(

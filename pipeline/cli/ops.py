@@ -34,7 +34,9 @@ def upgrade(url: str | None) -> int:
     return EXIT_OK
 
 
-@click.command(epilog=example("pipeline check"))
+@click.command(
+    short_help="Reach every dependency; is the database migrated?", epilog=example("pipeline check")
+)
 def check() -> int:
     """Validate settings and reach Redis, the broker and the database (migrated?); say
     whether a worker answers. Exit 3 if a dependency is down or the database is behind."""
@@ -92,7 +94,10 @@ def live_workers(timeout: float = 1.0) -> list[str]:
     return sorted(name for reply in replies for name in reply)
 
 
-@click.command(epilog=example("pipeline reconcile", "pipeline reconcile --tenant 7 --json"))
+@click.command(
+    short_help="One reconciler pass now (re-drive lost work).",
+    epilog=example("pipeline reconcile", "pipeline reconcile --tenant 7 --json"),
+)
 @click.option("--tenant", type=TENANT, help="Only this tenant's runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def reconcile(tenant: int | None, as_json: bool) -> int:

@@ -55,6 +55,7 @@ def runs() -> None:
 )
 @click.option(
     "--limit",
+    metavar="N",
     type=click.IntRange(1, 1000),
     default=50,
     show_default=True,

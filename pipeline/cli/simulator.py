@@ -21,15 +21,30 @@ VENDOR_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 @click.group(
     invoke_without_command=True,
+    short_help="Run the vendor simulator; set its faults.",
     epilog=example(
         "pipeline simulator --port 8700",
         "pipeline simulator fault set --vendor crm --tenant 7 --down",
     ),
 )
-@click.option("--port", type=click.IntRange(0, 65535), default=8700, show_default=True,
-              help="Port to listen on (0: any free port).")  # fmt: skip
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fault draws.")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    metavar="PORT",
+    type=click.IntRange(0, 65535),
+    default=8700,
+    show_default=True,
+    help="Port to listen on (0: any free port).",
+)
+@click.option(
+    "--seed", metavar="N", type=int, default=0, show_default=True, help="Seed of the fault draws."
+)
+@click.option(
+    "--host",
+    metavar="ADDRESS",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on.",
+)
 @click.pass_context
 def simulator(ctx: click.Context, port: int, seed: int, host: str) -> int:
     """Run the vendor simulator (every vendor on one port) until interrupted; with a
@@ -65,32 +80,71 @@ def url_option(command: Any) -> Any:
     "set",
     epilog=example(
         "pipeline simulator fault set --vendor crm --tenant 7 --down",
-        "pipeline simulator fault set --vendor tavily --error-rate 0.3",
+        "pipeline simulator fault set --vendor search --error-rate 0.3",
         "pipeline simulator fault set --vendor crm --status 429 --retry-after 2 --times 5",
         "pipeline simulator fault set --vendor apify_linkedin --tenant 7 --down --for 120",
     ),
 )
-@click.option("--vendor", required=True, help="The vendor it strikes, e.g. crm, erp, tavily.")
+@click.option(
+    "--vendor",
+    metavar="VENDOR",
+    required=True,
+    help="The vendor it strikes, e.g. crawler, search, apify_linkedin, crm, erp.",
+)
 @click.option("--tenant", type=TENANT, help="Only this tenant's calls (default: every tenant's).")
 @click.option("--down", is_flag=True, help="Every call fails (503 unless --status).")
-@click.option("--status", type=click.IntRange(100, 599), help="The status a failing call gets.")
 @click.option(
-    "--error-rate", type=click.FloatRange(0, 1), help="Share of calls that fail (seeded)."
+    "--status",
+    metavar="CODE",
+    type=click.IntRange(100, 599),
+    help="The status a failing call gets.",
 )
 @click.option(
-    "--retry-after", type=click.FloatRange(min=0), help="Retry-After seconds on failures."
+    "--error-rate",
+    metavar="SHARE",
+    type=click.FloatRange(0, 1),
+    help="Share of calls that fail (seeded).",
 )
-@click.option("--latency-ms", type=click.IntRange(min=0), default=0, help="Added to every call.")
-@click.option("--hang-s", type=click.FloatRange(min=0), default=0.0, help="A failing call hangs.")
+@click.option(
+    "--retry-after",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0),
+    help="Retry-After seconds on failures.",
+)
+@click.option(
+    "--latency-ms", metavar="MS", type=click.IntRange(min=0), default=0, help="Added to every call."
+)
+@click.option(
+    "--hang-s",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="A failing call hangs.",
+)
 @click.option("--drop", is_flag=True, help="A failing call's connection is cut.")
-@click.option("--rate-limit-per-s", type=click.FloatRange(min=0, min_open=True),
-              help="Calls beyond this many per second get 429.")  # fmt: skip
-@click.option("--times", type=click.IntRange(min=1), help="Strike this many calls, then retire.")
 @click.option(
-    "--skip", type=click.IntRange(min=0), default=0, help="Let this many calls through first."
+    "--rate-limit-per-s",
+    metavar="PER_S",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Calls beyond this many per second get 429.",
 )
-@click.option("--for", "for_s", type=click.FloatRange(min=0, min_open=True),
-              help="Active for this many seconds from now only (an outage window).")  # fmt: skip
+@click.option(
+    "--times", metavar="N", type=click.IntRange(min=1), help="Strike this many calls, then retire."
+)
+@click.option(
+    "--skip",
+    metavar="N",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Let this many calls through first.",
+)
+@click.option(
+    "--for",
+    "for_s",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Active for this many seconds from now only (an outage window).",
+)
 @url_option
 def set_fault(
     url: str | None, vendor: str, tenant: int | None, for_s: float | None, **fields: Any
@@ -108,11 +162,14 @@ def set_fault(
     return EXIT_OK
 
 
-@fault.command("clear", epilog=example(
-    "pipeline simulator fault clear --vendor crm --tenant 7",
-    "pipeline simulator fault clear --all",
-))  # fmt: skip
-@click.option("--vendor", help="The vendor whose fault to clear.")
+@fault.command(
+    "clear",
+    epilog=example(
+        "pipeline simulator fault clear --vendor crm --tenant 7",
+        "pipeline simulator fault clear --all",
+    ),
+)
+@click.option("--vendor", metavar="VENDOR", help="The vendor whose fault to clear.")
 @click.option("--tenant", type=TENANT, help="The tenant it was set for (default: all tenants').")
 @click.option("--all", "every", is_flag=True, help="Clear every fault.")
 @url_option
