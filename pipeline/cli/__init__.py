@@ -1,46 +1,84 @@
-"""`pipeline` — the command line. Bad input ends with a message and exit code 2, never a
-traceback; an unreachable dependency with exit code 3.
+"""`pipeline` — the command line, on Click.
 
-Each group of commands is a module here with a `register(subparsers)` function.
+Each module here holds one command or one group of them; all are registered below, in
+the order `pipeline --help` lists them. Every failure goes through one handler
+(`pipeline.cli.failures`): a one-line message and an exit code, never a traceback.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 
-from pipeline.cli import api, apikeys, credentials, demo, dlq, flower, ops, runs, simulator
-from pipeline.cli.common import EXIT_UNAVAILABLE, EXIT_USAGE
-from pipeline.errors import DATABASE_ERRORS, DependencyUnavailableError, PipelineError
+import click
 
-COMMAND_GROUPS = (ops, runs, simulator, demo, credentials, dlq, apikeys, api, flower)
+from pipeline.cli import api, apikeys, credentials, demo, dlq, enqueue, flower, ops, runs
+from pipeline.cli import simulator as simulator_commands
+from pipeline.cli.failures import run_guarded
+
+PROG = "pipeline"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pipeline", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for group in COMMAND_GROUPS:
-        group.register(sub)
-    return parser
+def _version() -> str:
+    try:
+        return version("resilient-pipeline")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="""\b
+Exit codes:
+  0  done; a run waited for succeeded or degraded
+  1  a run waited for failed (its pipeline stopped), or the demo's check failed
+  2  bad input (the message names what was wrong)
+  3  a dependency unavailable: database down or not migrated, Redis, broker,
+     no worker, the simulator (the message says what to start or run)
+  4  --wait ran out of --timeout; the work goes on
+\b
+Shell completion (bash; zsh_source and fish_source likewise):
+  eval "$(_PIPELINE_COMPLETE=bash_source pipeline)"
+\b
+Example:
+  pipeline enrich --tenant 7 --file companies.csv --then crm_sync,export --wait""",
+)
+@click.version_option(_version(), "--version", prog_name=PROG, message="%(prog)s %(version)s")
+def cli() -> None:
+    """Run, watch and repair the resilient job pipeline: enrichment, CRM sync and ERP
+    export per tenant, on Celery. Settings come from the environment (see README)."""
+
+
+for command in (
+    ops.check,
+    ops.db,
+    enqueue.enrich,
+    enqueue.sync,
+    enqueue.export,
+    runs.runs,
+    dlq.dlq,
+    ops.reconcile,
+    credentials.credentials,
+    apikeys.apikeys,
+    simulator_commands.simulator,
+    demo.demo,
+    api.api,
+    flower.flower,
+):
+    cli.add_command(command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.run(args))
-    except DependencyUnavailableError as exc:
-        print(f"pipeline: {exc.code}: {exc.message}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    except PipelineError as exc:
-        print(f"pipeline: {exc.code}: {exc.message}", file=sys.stderr)
-        return EXIT_USAGE
-    except DATABASE_ERRORS as exc:
-        cause = getattr(exc, "orig", None) or exc
-        print(f"pipeline: the database is unreachable ({type(cause).__name__})", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    except KeyboardInterrupt:
-        return 130
+    """The console script: run `argv` (default: the process's arguments), return the exit
+    code. Shell completion (`_PIPELINE_COMPLETE=...`) prints its script and exits 0."""
+    args = list(sys.argv[1:] if argv is None else argv)
+
+    def invoke() -> int:
+        result = cli.main(args=args, prog_name=PROG, standalone_mode=False)
+        return result if isinstance(result, int) else 0
+
+    return run_guarded(invoke)
 
 
 if __name__ == "__main__":

@@ -6,61 +6,59 @@ shows each key's prefix, scope and state, never a key.
 
 from __future__ import annotations
 
-import argparse
 from datetime import UTC, datetime
-from typing import Any
 
-from pipeline.cli.common import EXIT_OK, tenant_id
+import click
 
-
-def register(sub: Any) -> None:
-    group = sub.add_parser("apikeys", help="keys for the web API (stored hashed)")
-    commands = group.add_subparsers(dest="apikeys_cmd", required=True)
-
-    create = commands.add_parser("create", help="make a key; it is printed once")
-    scope = create.add_mutually_exclusive_group(required=True)
-    scope.add_argument("--tenant", type=tenant_id, help="a key that acts on this tenant only")
-    scope.add_argument("--admin", action="store_true", help="a key that acts on every tenant")
-    create.add_argument("--name", default="", help="what the key is for (shown by list)")
-    create.set_defaults(run=create_command)
-
-    show = commands.add_parser("list", help="keys: id, prefix, scope, state — never a key")
-    show.add_argument("--tenant", type=tenant_id)
-    show.set_defaults(run=list_command)
-
-    revoke = commands.add_parser("revoke", help="revoke a key at once")
-    revoke.add_argument("key_id", type=int, help="the id `list` shows")
-    revoke.set_defaults(run=revoke_command)
+from pipeline.cli.common import EXIT_OK, TENANT, example
 
 
-def create_command(args: argparse.Namespace) -> int:
+@click.group(epilog=example('pipeline apikeys create --tenant 7 --name "web app"'))
+def apikeys() -> None:
+    """Keys for the web API (stored hashed)."""
+
+
+@apikeys.command(
+    epilog=example(
+        'pipeline apikeys create --tenant 7 --name "web app"',
+        "pipeline apikeys create --admin --name ops",
+    )
+)
+@click.option("--tenant", type=TENANT, help="A key that acts on this tenant only.")
+@click.option("--admin", is_flag=True, help="A key that acts on every tenant.")
+@click.option("--name", default="", help="What the key is for (shown by list).")
+def create(tenant: int | None, admin: bool, name: str) -> int:
+    """Make a key; it is printed once. Give exactly one of --tenant or --admin."""
     from pipeline.api_keys import create_api_key
 
-    key, summary = create_api_key(tenant_id=args.tenant, admin=args.admin, name=args.name)
-    print(key)
-    print(
+    if (tenant is None) == (not admin):
+        raise click.UsageError("give exactly one of --tenant or --admin")
+    key, summary = create_api_key(tenant_id=tenant, admin=admin, name=name)
+    click.echo(key)
+    click.echo(
         f"API key {summary.id} ({summary.prefix}…, {summary.scope}) created; "
-        "it is shown only this once — keep it now",
-        flush=True,
+        "it is shown only this once — keep it now"
     )
     return EXIT_OK
 
 
-def list_command(args: argparse.Namespace) -> int:
+@apikeys.command("list", epilog=example("pipeline apikeys list --tenant 7"))
+@click.option("--tenant", type=TENANT, help="Only this tenant's keys.")
+def list_keys(tenant: int | None) -> int:
+    """Keys: id, prefix, scope, state, created, name — never a key."""
     from pipeline.api_keys import list_api_keys
 
-    keys = list_api_keys(args.tenant)
+    keys = list_api_keys(tenant)
     if not keys:
-        print("no API keys")
+        click.echo("no API keys")
         return EXIT_OK
     rows = [("id", "prefix", "scope", "state", "created", "name")]
     for key in keys:
         state = f"revoked {_utc(key.revoked_at)}" if key.revoked_at else "active"
-        created = _utc(key.created_at)
-        rows.append((str(key.id), key.prefix, key.scope, state, created, key.name))
+        rows.append((str(key.id), key.prefix, key.scope, state, _utc(key.created_at), key.name))
     widths = [*(max(len(row[col]) for row in rows) for col in range(5)), 0]
     for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     return EXIT_OK
 
 
@@ -69,9 +67,13 @@ def _utc(at: datetime) -> str:
     return f"{at.astimezone(UTC) if at.tzinfo else at:%Y-%m-%d %H:%M} UTC"
 
 
-def revoke_command(args: argparse.Namespace) -> int:
+@apikeys.command(epilog=example("pipeline apikeys revoke 12"))
+@click.argument("key_id", metavar="KEY_ID", type=click.IntRange(1, 2**63 - 1))
+def revoke(key_id: int) -> int:
+    """Revoke a key (the id `list` shows) at once; the API refuses it within
+    API_KEY_CACHE_S."""
     from pipeline.api_keys import revoke_api_key
 
-    summary = revoke_api_key(args.key_id)
-    print(f"API key {summary.id} ({summary.prefix}…, {summary.scope}) is revoked")
+    summary = revoke_api_key(key_id)
+    click.echo(f"API key {summary.id} ({summary.prefix}…, {summary.scope}) is revoked")
     return EXIT_OK

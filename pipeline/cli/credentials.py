@@ -8,15 +8,16 @@ value that begins with `@`. Nothing here prints a value, and no message quotes o
 
 from __future__ import annotations
 
-import argparse
 import getpass
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from pipeline.cli.common import EXIT_OK, tenant_id
+import click
+
+from pipeline.cli.common import EXIT_OK, TENANT, example
 from pipeline.errors import InputError
 
 if TYPE_CHECKING:
@@ -24,37 +25,6 @@ if TYPE_CHECKING:
 
 STDIN = "@-"
 ENV_PREFIX = "@env:"
-
-
-def register(sub: Any) -> None:
-    group = sub.add_parser("credentials", help="tenants' vendor credentials (encrypted)")
-    commands = group.add_subparsers(dest="credentials_cmd", required=True)
-
-    put = commands.add_parser("set", help="store a tenant's credential for a vendor")
-    put.add_argument("--tenant", type=tenant_id, required=True)
-    put.add_argument("--vendor", required=True, help="e.g. crm, erp")
-    put.add_argument(
-        "--field",
-        action="append",
-        required=True,
-        metavar="NAME=VALUE",
-        help="one field of the secret; VALUE may be @- (stdin) or @env:VAR; repeat per field",
-    )
-    put.set_defaults(run=set_command)
-
-    show = commands.add_parser("list", help="credentials with field names and status, masked")
-    show.add_argument("--tenant", type=tenant_id)
-    show.set_defaults(run=list_command)
-
-    forget = commands.add_parser("delete", help="forget a tenant's credential for a vendor")
-    forget.add_argument("--tenant", type=tenant_id, required=True)
-    forget.add_argument("--vendor", required=True)
-    forget.set_defaults(run=delete_command)
-
-    rotate = commands.add_parser(
-        "rotate", help="re-encrypt every credential with the first key of PIPELINE_SECRET_KEY"
-    )
-    rotate.set_defaults(run=rotate_command)
 
 
 def read_secret_from_stdin(name: str) -> str:
@@ -139,37 +109,79 @@ def _utc(at: datetime) -> datetime:
     return at.astimezone(UTC) if at.tzinfo is not None else at
 
 
-def set_command(args: argparse.Namespace) -> int:
+@click.group(
+    short_help="Tenants' vendor credentials (encrypted).",
+    epilog=example("pipeline credentials list --tenant 7"),
+)
+def credentials() -> None:
+    """Tenants' vendor credentials (encrypted with PIPELINE_SECRET_KEY)."""
+
+
+@credentials.command(
+    "set",
+    epilog=example(
+        "pipeline credentials set --tenant 7 --vendor crm \\",
+        "    --field client_id=acme --field client_secret=@-",
+        "pipeline credentials set --tenant 7 --vendor erp \\",
+        "    --field db=odoo_7 --field login=admin --field password=@env:ERP_PASSWORD",
+    ),
+)
+@click.option("--tenant", type=TENANT, required=True, help="The tenant it belongs to.")
+@click.option(
+    "--vendor", metavar="VENDOR", required=True, help="The vendor it is for, e.g. crm, erp."
+)
+@click.option(
+    "--field",
+    "fields",
+    multiple=True,
+    required=True,
+    metavar="NAME=VALUE",
+    help="One field of the secret; VALUE may be @- (stdin) or @env:VAR. Repeat per field.",
+)
+def set_command(tenant: int, vendor: str, fields: tuple[str, ...]) -> int:
+    """Store a tenant's credential for a vendor (replacing any); prints field names only."""
     from pipeline.credentials import put_credential
 
-    secret = parse_fields(args.field)
-    credential_id = put_credential(args.tenant, args.vendor, secret)
-    print(
-        f"stored credential {credential_id} for tenant {args.tenant}, vendor {args.vendor} "
+    secret = parse_fields(fields)
+    credential_id = put_credential(tenant, vendor, secret)
+    click.echo(
+        f"stored credential {credential_id} for tenant {tenant}, vendor {vendor} "
         f"(fields: {', '.join(secret)}); status active"
     )
     return EXIT_OK
 
 
-def list_command(args: argparse.Namespace) -> int:
+@credentials.command("list", epilog=example("pipeline credentials list --tenant 7"))
+@click.option("--tenant", type=TENANT, help="Only this tenant's credentials.")
+def list_command(tenant: int | None) -> int:
+    """Credentials with their field names and status — never a value."""
     from pipeline.credentials import list_credentials
 
-    for line in credential_lines(list_credentials(args.tenant)):
-        print(line)
+    for line in credential_lines(list_credentials(tenant)):
+        click.echo(line)
     return EXIT_OK
 
 
-def delete_command(args: argparse.Namespace) -> int:
+@credentials.command(
+    "delete", epilog=example("pipeline credentials delete --tenant 7 --vendor crm")
+)
+@click.option("--tenant", type=TENANT, required=True, help="The tenant it belongs to.")
+@click.option("--vendor", metavar="VENDOR", required=True, help="The vendor it is for.")
+def delete_command(tenant: int, vendor: str) -> int:
+    """Forget a tenant's credential for a vendor."""
     from pipeline.credentials import delete_credential
 
-    delete_credential(args.tenant, args.vendor)
-    print(f"deleted the credential for tenant {args.tenant}, vendor {args.vendor}")
+    delete_credential(tenant, vendor)
+    click.echo(f"deleted the credential for tenant {tenant}, vendor {vendor}")
     return EXIT_OK
 
 
-def rotate_command(args: argparse.Namespace) -> int:
+@credentials.command("rotate", epilog=example("pipeline credentials rotate"))
+def rotate_command() -> int:
+    """Re-encrypt every credential with the first key of PIPELINE_SECRET_KEY (all or
+    nothing); put the new key first, keep the old ones after it until this has run."""
     from pipeline.credentials import rotate_credentials
 
     count = rotate_credentials()
-    print(f"re-encrypted {count} credentials with the first key of PIPELINE_SECRET_KEY")
+    click.echo(f"re-encrypted {count} credentials with the first key of PIPELINE_SECRET_KEY")
     return EXIT_OK

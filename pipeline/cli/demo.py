@@ -13,62 +13,122 @@ and a `celery worker` subprocess.
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from pipeline.cli.common import EXIT_FAILED, EXIT_OK, safe_url
+from pipeline.cli.common import EXIT_FAILED, example, safe_url, stages_option
+from pipeline.errors import DependencyUnavailableError
 
 CONTACT_VENDOR = "apify_linkedin"
 
 
-def register(sub: Any) -> None:
-    cmd = sub.add_parser("demo", help="two tenants, one failing vendor: watch the pipeline cope")
-    cmd.add_argument("--companies", type=int, default=200, help="companies per tenant")
-    cmd.add_argument("--timeout", type=float, default=600.0)
-    cmd.add_argument("--then", default="", help="stages after enrichment: crm_sync,export")
-    cmd.set_defaults(run=run)
-
-
-def run(args: argparse.Namespace) -> int:
+@click.command(
+    short_help="Two tenants, one failing vendor: watch it cope.",
+    epilog=example(
+        "pipeline demo",
+        "pipeline demo --companies 50 --then crm_sync,export",
+        "BROKER_URL=redis://... DATABASE_URL=postgresql+psycopg2://... pipeline demo",
+    ),
+)
+@click.option(
+    "--companies",
+    metavar="N",
+    type=click.IntRange(1, 10_000),
+    default=200,
+    show_default=True,
+    help="Companies per tenant.",
+)
+@click.option(
+    "--timeout",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0, min_open=True),
+    default=600.0,
+    show_default=True,
+    help="Seconds before the demo gives up (exit 1).",
+)
+@click.option(
+    "--then",
+    default="",
+    metavar="STAGES",
+    help="Stages after enrichment, comma-separated: crm_sync, export.",
+)
+@click.option(
+    "--keep-logs",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep demo.log (and worker.log) in this folder; by default they live in a "
+    "temporary folder removed at exit.",
+)
+def demo(companies: int, timeout: float, then: str, keep_logs: Path | None) -> int:
+    """Two tenants, one contact vendor failing for one of them: watch the pipeline cope.
+    Embedded (nothing to run first) unless BROKER_URL and DATABASE_URL are set.
+    Exit 1 if it timed out or tenant B saw tenant A's outage."""
     from pipeline.enqueue import check_stages
     from pipeline.simulator import Simulator
 
     console = Console()
-    then = check_stages([s.strip() for s in args.then.split(",") if s.strip()])
-    if then and not os.environ.get("PIPELINE_SECRET_KEY"):
+    stages = check_stages(stages_option(then))
+    if stages and not os.environ.get("PIPELINE_SECRET_KEY"):
         from cryptography.fernet import Fernet
 
         os.environ["PIPELINE_SECRET_KEY"] = Fernet.generate_key().decode()  # this demo only
-    workdir = Path(tempfile.mkdtemp(prefix="pipeline-demo-"))
-    with Simulator(port=0, seed=2026) as sim:
+    with (
+        tempfile.TemporaryDirectory(prefix="pipeline-demo-", ignore_cleanup_errors=True) as tmp,
+        Simulator(port=0, seed=2026) as sim,
+    ):
+        workdir = Path(tmp)
+        logs = keep_logs or workdir
+        logs.mkdir(parents=True, exist_ok=True)
         os.environ["VENDOR_BASE_URL"] = sim.url
-        stop_worker = start_everything(console, workdir)
-        try:
-            return scenario(console, sim, args.companies, args.timeout, then)
-        finally:
-            stop_worker()
-            console.print(f"[dim]logs: {workdir / 'demo.log'}[/dim]")
+        with logging_to(logs / "demo.log"), running(console, workdir, logs):
+            return scenario(console, sim, companies, timeout, stages)
 
 
-def start_everything(console: Console, workdir: Path) -> Callable[[], None]:
-    from pipeline import embedded
-    from pipeline.db.migrate import upgrade
+@contextlib.contextmanager
+def logging_to(path: Path) -> Iterator[None]:
+    """Our logs into `path` while the demo runs (the terminal shows the progress), and
+    back to stderr after, so nothing writes into a file that is gone."""
     from pipeline.logs import configure_logging
 
-    configure_logging("WARNING", json=True, stream=(workdir / "demo.log").open("a"))
+    with path.open("a") as stream:
+        configure_logging("WARNING", json=True, stream=stream)
+        try:
+            yield
+        finally:
+            configure_logging("WARNING", json=True)
+
+
+@contextlib.contextmanager
+def running(console: Console, workdir: Path, logs: Path) -> Iterator[None]:
+    """A worker (and the database it uses) for the demo's length; stopped, and every
+    connection to a database in `workdir` closed, however the demo ends."""
+    from pipeline.db.engine import dispose_engines
+
+    stop_worker = start_everything(console, workdir, logs)
+    try:
+        yield
+    finally:
+        stop_worker()
+        dispose_engines()
+        if logs != workdir:
+            console.print(f"[dim]logs: {logs}[/dim]")
+
+
+def start_everything(console: Console, workdir: Path, logs: Path) -> Callable[[], None]:
+    from pipeline import embedded
+    from pipeline.db.migrate import upgrade
+
     if embedded.services_configured():
         settings = embedded.reload_settings()
         console.print(
@@ -76,7 +136,7 @@ def start_everything(console: Console, workdir: Path) -> Callable[[], None]:
             f"database {safe_url(settings.database_url)}, a celery worker subprocess"
         )
         upgrade(settings.database_url)
-        return worker_subprocess(workdir)
+        return worker_subprocess(logs)
     settings = embedded.use_embedded(workdir / "demo.db")
     console.print(
         "[bold]mode: embedded[/bold] — in-process broker and worker (4 threads), breakers in "
@@ -87,10 +147,10 @@ def start_everything(console: Console, workdir: Path) -> Callable[[], None]:
     return embedded.start_worker(concurrency=4)
 
 
-def worker_subprocess(workdir: Path) -> Callable[[], None]:
+def worker_subprocess(logs: Path) -> Callable[[], None]:
     from workers.app import app
 
-    log = (workdir / "worker.log").open("w")
+    log = (logs / "worker.log").open("w")
     name = f"demo-{os.getpid()}@localhost"
     proc = subprocess.Popen(
         [
@@ -113,15 +173,24 @@ def worker_subprocess(workdir: Path) -> Callable[[], None]:
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 60
-    while not app.control.ping(destination=[name], timeout=0.5):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the demo worker did not start; see {workdir / 'worker.log'}")
 
     def stop() -> None:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
         log.close()
+
+    deadline = time.monotonic() + 60
+    while not app.control.ping(destination=[name], timeout=0.5):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop()
+            raise DependencyUnavailableError(
+                "the demo's worker did not start (is the broker up? `pipeline check`); "
+                "--keep-logs DIR keeps its worker.log"
+            )
 
     return stop
 
@@ -170,6 +239,8 @@ def scenario(console: Console, sim: Any, companies: int, timeout: float, then: l
                 console.print("[red]the demo timed out; runs are still going[/red]")
                 return EXIT_FAILED
             time.sleep(0.2)
+    from pipeline.cli.demo_report import report
+
     stages = wait_for_stages(run_ids, started + timeout)
     return report(console, sim, tenants, run_ids, stages, time.monotonic() - started)
 
@@ -226,93 +297,3 @@ def finished(run_ids: dict[str, uuid.UUID]) -> bool:
 
     views = [get_run(run_id) for run_id in run_ids.values()]
     return all(v is not None and v.run.status in ("succeeded", "degraded", "failed") for v in views)
-
-
-def report(
-    console: Console,
-    sim: Any,
-    tenants: dict[str, int],
-    run_ids: dict[str, uuid.UUID],
-    stages: dict[str, list[Any]],
-    took: float,
-) -> int:
-    from pipeline.db.breaker_events import breaker_events
-    from pipeline.runs import get_run
-
-    stats = sim.stats()
-    outcome = Table(
-        "tenant",
-        "run",
-        "status",
-        "succeeded",
-        "degraded",
-        "failed",
-        title="runs",
-        title_justify="left",
-    )
-    why = Table(
-        "tenant",
-        "degradation reason",
-        "items",
-        title="why items are degraded",
-        title_justify="left",
-    )
-    vendor_calls = Table(
-        "tenant",
-        *sorted(stats["calls"]),
-        title="calls that reached each vendor",
-        title_justify="left",
-    )
-    transitions = Table(
-        "tenant", "vendor", "from", "to", "at", title="breaker transitions", title_justify="left"
-    )
-    circuit_open_for_b = 0
-    for label, tenant in tenants.items():
-        view = get_run(run_ids[label])
-        if view is None:
-            raise RuntimeError(f"run {run_ids[label]} vanished")
-        reasons = Counter(r for i in view.items for r in i.degraded_reasons.split(",") if r)
-        if label == "B":
-            circuit_open_for_b = sum(n for r, n in reasons.items() if r.startswith("CIRCUIT_OPEN"))
-        outcome.add_row(
-            f"{label} ({tenant})",
-            str(view.run.id)[:8],
-            view.run.status,
-            str(view.run.items_succeeded),
-            str(view.run.items_degraded),
-            str(view.run.items_failed),
-        )
-        for reason, n in reasons.most_common():
-            why.add_row(label, reason, str(n))
-        for stage in sorted(stages.get(label, []), key=lambda r: r.created_at):
-            outcome.add_row(
-                f"{label} → {stage.kind}",
-                str(stage.id)[:8],
-                stage.status + (" (export disabled)" if stage.export_disabled else ""),
-                str(stage.items_succeeded),
-                str(stage.items_degraded),
-                str(stage.items_failed),
-            )
-        vendor_calls.add_row(
-            label, *(str(stats["calls"][v].get(str(tenant), 0)) for v in sorted(stats["calls"]))
-        )
-        for event in breaker_events(tenant):
-            transitions.add_row(
-                label,
-                event.vendor,
-                event.from_state,
-                event.to_state,
-                event.at.strftime("%H:%M:%S.%f")[:-3],
-            )
-    for table in (outcome, why, vendor_calls, transitions):
-        console.print(table)
-    console.print(f"time taken: {took:.1f}s for {sum(1 for _ in tenants)} runs")
-    if circuit_open_for_b:
-        console.print(
-            f"[red]tenant B has {circuit_open_for_b} CIRCUIT_OPEN reasons: isolation broken[/red]"
-        )
-        return EXIT_FAILED
-    console.print(
-        "[green]tenant B: no CIRCUIT_OPEN — tenant A's outage stayed with tenant A[/green]"
-    )
-    return EXIT_OK

@@ -7,79 +7,64 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-import re
 from datetime import timedelta
-from typing import Any
 
-from pipeline.cli.common import EXIT_OK, tenant_id
+import click
+
+from pipeline.cli.common import AGE, EXIT_OK, TENANT, example
 from pipeline.errors import InputError
 
-_AGE = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+ENTRY_ID = click.IntRange(1, 2**63 - 1)
 
 
-def age(value: str) -> timedelta:
-    """argparse type: `30d`, `12h`, `15m` or `90s`."""
-    match = _AGE.match(value.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"an age like 30d, 12h, 15m or 90s, got {value!r}")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+@click.group(epilog=example("pipeline dlq list --tenant 7", "pipeline dlq replay --run 3f2a9c1e"))
+def dlq() -> None:
+    """Dead letters: list, show, replay, purge."""
 
 
-def register(sub: Any) -> None:
-    group = sub.add_parser("dlq", help="dead letters: list, show, replay, purge")
-    commands = group.add_subparsers(dest="dlq_cmd", required=True)
-
-    show_all = commands.add_parser("list", help="dead letters, newest first")
-    show_all.add_argument("--tenant", type=tenant_id)
-    show_all.add_argument("--run", dest="run_id", help="a run id")
-    show_all.add_argument("--status", choices=("dead", "replayed"))
-    show_all.add_argument("--limit", type=int, default=50)
-    show_all.set_defaults(run=list_command)
-
-    show = commands.add_parser("show", help="one dead letter, with its traceback")
-    show.add_argument("id", type=int)
-    show.set_defaults(run=show_command)
-
-    replay = commands.add_parser("replay", help="re-send an entry, or re-run a run's dead items")
-    which = replay.add_mutually_exclusive_group(required=True)
-    which.add_argument("id", type=int, nargs="?", help="a dead letter id")
-    which.add_argument("--run", dest="run_id", help="re-run this run's dead and failed items")
-    which.add_argument("--all", action="store_true", help="every dead letter of --tenant")
-    replay.add_argument("--tenant", type=tenant_id)
-    replay.set_defaults(run=replay_command)
-
-    purge = commands.add_parser("purge", help="forget entries older than an age")
-    purge.add_argument("--older-than", type=age, required=True, metavar="AGE")
-    purge.set_defaults(run=purge_command)
-
-
-def list_command(args: argparse.Namespace) -> int:
+@dlq.command("list", epilog=example("pipeline dlq list --tenant 7 --status dead"))
+@click.option("--tenant", type=TENANT, help="Only this tenant's entries.")
+@click.option("--run", "run_id", metavar="RUN_ID", help="Only this run's (id or unique prefix).")
+@click.option(
+    "--status", type=click.Choice(["dead", "replayed"]), help="Only entries in this state."
+)
+@click.option(
+    "--limit",
+    metavar="N",
+    type=click.IntRange(1, 1000),
+    default=50,
+    show_default=True,
+    help="At most this many.",
+)
+def list_entries(tenant: int | None, run_id: str | None, status: str | None, limit: int) -> int:
+    """Dead letters, newest first: id, status, when, tenant, task, path, error, run."""
     from pipeline import dead_letters
-    from pipeline.runs import run_id_from
+    from pipeline.run_listing import resolve_run_id
 
     entries = dead_letters.list_entries(
-        tenant_id=args.tenant,
-        run_id=None if args.run_id is None else run_id_from(args.run_id),
-        status=args.status,
-        limit=args.limit,
+        tenant_id=tenant,
+        run_id=None if run_id is None else resolve_run_id(run_id, field="--run"),
+        status=status,
+        limit=limit,
     )
     for e in entries:
-        print(
+        click.echo(
             f"{e.id}\t{e.status}\t{e.last_failed_at:%Y-%m-%d %H:%M:%S}\ttenant={e.tenant_id}\t"
             f"{e.task_name}\t{e.path}\t{e.error_code}\truns={e.run_id or '-'}"
         )
     if not entries:
-        print("no dead letters")
+        click.echo("no dead letters")
     return EXIT_OK
 
 
-def show_command(args: argparse.Namespace) -> int:
+@dlq.command(epilog=example("pipeline dlq show 42"))
+@click.argument("entry_id", metavar="ID", type=ENTRY_ID)
+def show(entry_id: int) -> int:
+    """One dead letter, everything about it, with its traceback."""
     from pipeline import dead_letters
 
-    e = dead_letters.get_entry(args.id)
+    e = dead_letters.get_entry(entry_id)
     fields = {
         "id": e.id,
         "status": e.status,
@@ -100,30 +85,53 @@ def show_command(args: argparse.Namespace) -> int:
         "kwargs": e.kwargs,
         "replay_task_id": e.replay_task_id,
     }
-    print(json.dumps(fields, indent=2, default=str))
+    click.echo(json.dumps(fields, indent=2, default=str))
     if e.traceback:
-        print(e.traceback)
+        click.echo(e.traceback)
     return EXIT_OK
 
 
-def replay_command(args: argparse.Namespace) -> int:
+@dlq.command(
+    epilog=example(
+        "pipeline dlq replay 42",
+        "pipeline dlq replay --run 3f2a9c1e",
+        "pipeline dlq replay --all --tenant 7",
+    )
+)
+@click.argument("entry_id", metavar="[ID]", type=ENTRY_ID, required=False)
+@click.option("--run", "run_id", metavar="RUN_ID", help="Re-run this run's dead and failed items.")
+@click.option("--all", "every", is_flag=True, help="Every dead letter of --tenant.")
+@click.option("--tenant", type=TENANT, help="The tenant (needed with --all; a check otherwise).")
+def replay(entry_id: int | None, run_id: str | None, every: bool, tenant: int | None) -> int:
+    """Re-send one entry as its original task, or re-run a run's (or a tenant's) dead and
+    failed items. Give exactly one of ID, --run, --all."""
     from pipeline.replay import replay_entry, replay_run, replay_tenant
+    from pipeline.run_listing import resolve_run_id
 
-    if args.all:
-        if args.tenant is None:
+    if sum((entry_id is not None, run_id is not None, every)) != 1:
+        raise click.UsageError("give exactly one of ID, --run or --all")
+    if every:
+        if tenant is None:
             raise InputError("replay --all needs --tenant")
-        print(f"replayed {replay_tenant(args.tenant)} items and entries of tenant {args.tenant}")
-    elif args.run_id:
-        count = replay_run(args.run_id, tenant_id=args.tenant)
-        print(f"re-running {count} dead or failed items of run {args.run_id}")
+        click.echo(f"replayed {replay_tenant(tenant)} items and entries of tenant {tenant}")
+    elif run_id is not None:
+        found = resolve_run_id(run_id, field="--run", tenant_id=tenant)
+        count = replay_run(found, tenant_id=tenant)
+        click.echo(f"re-running {count} dead or failed items of run {found}")
     else:
-        task_id = replay_entry(args.id, tenant_id=args.tenant)
-        print(f"replayed dead letter {args.id} as task {task_id}")
+        assert entry_id is not None
+        task_id = replay_entry(entry_id, tenant_id=tenant)
+        click.echo(f"replayed dead letter {entry_id} as task {task_id}")
     return EXIT_OK
 
 
-def purge_command(args: argparse.Namespace) -> int:
+@dlq.command(epilog=example("pipeline dlq purge --older-than 30d"))
+@click.option(
+    "--older-than", "older_than", type=AGE, required=True, metavar="AGE", help="30d, 12h, 15m, 90s."
+)
+def purge(older_than: timedelta) -> int:
+    """Forget entries whose last failure is older than AGE."""
     from pipeline import dead_letters
 
-    print(f"purged {dead_letters.purge(args.older_than)} dead letters")
+    click.echo(f"purged {dead_letters.purge(older_than)} dead letters")
     return EXIT_OK

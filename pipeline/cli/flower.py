@@ -12,20 +12,12 @@ reports its tasks without extra flags.
 
 from __future__ import annotations
 
-import argparse
 import os
-from typing import Any
 
+import click
+
+from pipeline.cli.common import PORT, example
 from pipeline.errors import SettingsError
-
-
-def register(sub: Any) -> None:
-    cmd = sub.add_parser("flower", help="run Flower (worker and task monitor) with basic auth")
-    cmd.add_argument("--port", type=int, help="port (default: FLOWER_PORT, 5555)")
-    cmd.add_argument(
-        "--address", default="127.0.0.1", help="address to listen on (0.0.0.0: all interfaces)"
-    )
-    cmd.set_defaults(run=run)
 
 
 def basic_auth() -> str:
@@ -41,17 +33,33 @@ def basic_auth() -> str:
     return f"{settings.flower_user}:{settings.flower_password.get_secret_value()}"
 
 
-def run(args: argparse.Namespace) -> int:
+@click.command(
+    short_help="Run Flower (task monitor) behind basic auth.",
+    epilog=example(
+        "FLOWER_PASSWORD=... pipeline flower",
+        "FLOWER_PASSWORD=... pipeline flower --port 5555 --address 0.0.0.0",
+    ),
+)
+@click.option("--port", type=PORT, help="Port (default: FLOWER_PORT, 5555).")
+@click.option(
+    "--address",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (0.0.0.0: all interfaces).",
+)
+def flower(port: int | None, address: str) -> int:
+    """Run Flower (worker and task monitor) behind basic auth: FLOWER_USER and
+    FLOWER_PASSWORD (without a password it does not start)."""
     from pipeline.flower_auth import require_auth_everywhere
     from pipeline.settings import get_settings
 
     os.environ["FLOWER_BASIC_AUTH"] = basic_auth()
     require_auth_everywhere()  # every path, /metrics and /healthcheck too
-    port = args.port or get_settings().flower_port
+    port = port or get_settings().flower_port
     from workers.app import app
 
     # Flower picks its client for queue lengths by the scheme of Celery's broker URL, which
     # the worker's transport (`workers.broker_transport`, a `module:Class` path) would hide;
     # Flower consumes events only, never tasks, so kombu's own transport serves it.
     app.conf.broker_transport = None
-    return int(app.start(["flower", f"--port={port}", f"--address={args.address}"]) or 0)
+    return int(app.start(["flower", f"--port={port}", f"--address={address}"]) or 0)

@@ -39,6 +39,23 @@ class SimulatorAdmin:
     def clear_faults(self) -> None:
         self._request("DELETE", "faults")
 
+    def clear_fault(self, vendor: str, tenant: int | None = None) -> bool:
+        """As `Simulator.clear_fault`: False if no such fault was set."""
+        params: dict[str, Any] = {"vendor": vendor}
+        if tenant is not None:
+            params["tenant"] = tenant
+        response = self._session.request(
+            "DELETE", f"{self.url}/_admin/faults", params=params, timeout=self.timeout
+        )
+        if response.status_code == 404:
+            return False
+        if not response.ok:
+            raise requests.HTTPError(
+                f"simulator admin DELETE faults: {response.status_code} {response.text}",
+                response=response,
+            )
+        return True
+
     def stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = self._request("GET", "stats").json()
         return stats

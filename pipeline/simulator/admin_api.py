@@ -3,11 +3,15 @@
 For a simulator running in another process (the demo, benchmarks, `pipeline simulator`);
 `SimulatorAdmin` is its client. Bodies are the pydantic models below, shared by both sides.
 A malformed body is a 400 naming the problem; admin requests are never counted as calls.
+Only loopback clients may use it (403 otherwise): whoever can reach it can script any
+vendor's behaviour, so a simulator listening on all interfaces still keeps it local.
 
     GET    /_admin/stats                  -> the stats dict
     GET    /_admin/faults                 -> [fault, ...]
     POST   /_admin/faults      Fault      -> 204
     DELETE /_admin/faults                 -> 204 (all faults cleared)
+    DELETE /_admin/faults?vendor=V[&tenant=N]
+                                          -> 204 (that one cleared), 404 if none is set
     POST   /_admin/reset                  -> 204 (faults, stats, tokens, CRM and ERP data)
     POST   /_admin/crm/clients CrmClient  -> 204
     POST   /_admin/crm/revoke  TenantRef  -> 204
@@ -67,8 +71,20 @@ def _set_fault(sim: Simulator, request: Call) -> Answer:
     return Answer.empty()
 
 
+class FaultRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    vendor: str
+    tenant: int | None = None
+
+
 def _clear_faults(sim: Simulator, request: Call) -> Answer:
-    sim.clear_faults()
+    if not request.query:
+        sim.clear_faults()
+        return Answer.empty()
+    ref = FaultRef.model_validate(request.query)
+    if not sim.clear_fault(ref.vendor, ref.tenant):
+        return Answer.json({"error": "not_found", "message": "no such fault is set"}, status=404)
     return Answer.empty()
 
 

@@ -143,6 +143,12 @@ class FaultBook:
             self._faults[(fault.vendor, fault.tenant)] = fault
             self._skipped[(fault.vendor, fault.tenant)] = 0
 
+    def remove(self, vendor: str, tenant: int | None) -> bool:
+        """Remove the fault for exactly this vendor and tenant (None: the one for all
+        tenants); False if there was none. Draw streams carry on, as with `clear`."""
+        with self._lock:
+            return self._faults.pop((vendor, tenant), None) is not None
+
     def clear(self) -> None:
         """Remove every fault; the draw streams carry on, so later calls stay reproducible."""
         with self._lock:

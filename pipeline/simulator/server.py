@@ -5,7 +5,8 @@ fault's latency; then either let the fake vendor answer, or strike — answer th
 status (with Retry-After), hang, or drop the connection. A hang with no `status` is a slow
 success: the vendor does the work and answers late, after the client has given up (the
 lost answer that idempotency keys exist for). Any non-2xx, hung or dropped answer is also
-counted as an error. Requests under `/_admin/` go to the admin API and are not counted.
+counted as an error. Requests under `/_admin/` go to the admin API (from loopback clients
+only) and are not counted.
 
 Answer threads are daemons, and `close()` cuts every open connection, so a hung answer or
 an idle keep-alive connection never holds up `Simulator.stop()` or the test process's exit.
@@ -19,6 +20,7 @@ import socket
 import threading
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from ipaddress import ip_address
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 IDLE_CONNECTION_TIMEOUT_S = 300
+LOOPBACK = "the admin API answers loopback clients only"
 
 
 class SimulatorHTTPServer(ThreadingHTTPServer):
@@ -132,6 +135,9 @@ class SimulatorRequestHandler(BaseHTTPRequestHandler):
         headers = {key.lower(): value for key, value in self.headers.items()}
         simulator = self.server.simulator
         if path.startswith(ADMIN_PREFIX):
+            if not ip_address(self.client_address[0]).is_loopback:
+                self._send(Answer.json({"error": "forbidden", "message": LOOPBACK}, status=403))
+                return
             self._send(admin_answer(simulator, self.command, path, query, body))
             return
         route = simulator.routes.get((self.command, path))

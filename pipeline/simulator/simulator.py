@@ -119,6 +119,11 @@ class Simulator:
     def clear_faults(self) -> None:
         self.fault_book.clear()
 
+    def clear_fault(self, vendor: str, tenant: int | None = None) -> bool:
+        """Remove the fault set for `vendor` and `tenant` (None: the all-tenants one);
+        False if there was none."""
+        return self.fault_book.remove(vendor, tenant)
+
     def stats(self) -> dict[str, Any]:
         """Calls, errors, duplicate idempotency keys, token requests (see `stats`)."""
         return self.call_stats.snapshot()

@@ -12,17 +12,21 @@ import pytest
 
 from tests.support.processes import REPO
 
+# The console script `make install` puts beside the interpreter: what a user runs.
+PIPELINE_SCRIPT = str(Path(sys.executable).parent / "pipeline")
+
 
 def pipeline(
-    *args: str, env: dict[str, str] | None = None, cwd: Path = REPO
+    *args: str, env: dict[str, str] | None = None, cwd: Path = REPO, timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:
+    """`pipeline ARGS...` as a user runs it: the installed script, in a process of its own."""
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
+        [PIPELINE_SCRIPT, *args],
         cwd=cwd,
         env=env if env is not None else dict(os.environ),
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=timeout,
     )
 
 
@@ -82,23 +86,42 @@ def test_runs_show_names_a_bad_or_unknown_run(run_id: str, message: str) -> None
     assert result.returncode == 2 and message in result.stderr
 
 
+def embedded_env(tmp_path: Path) -> dict[str, str]:
+    """No broker, database or Redis configured; temporary files under `tmp_path/tmp`."""
+    (tmp_path / "tmp").mkdir()
+    return {
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if k not in {"BROKER_URL", "DATABASE_URL", "REDIS_URL", "RESULT_BACKEND"}
+        },
+        "TMPDIR": str(tmp_path / "tmp"),
+    }
+
+
 def test_the_demo_runs_embedded_with_nothing_configured(tmp_path: Path) -> None:
     """`pipeline demo --then crm_sync,export` with no broker, database or Redis configured:
-    in-process everything, CRM tokens and rate limits included."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"BROKER_URL", "DATABASE_URL", "REDIS_URL", "RESULT_BACKEND"}
-    }
+    in-process everything, CRM tokens and rate limits included; its temporary folder
+    (SQLite database, logs) is gone afterwards."""
     result = pipeline(
-        "demo", "--companies", "30", "--then", "crm_sync,export", env=env, cwd=tmp_path
-    )
+        "demo", "--companies", "30", "--then", "crm_sync,export",
+        env=embedded_env(tmp_path), cwd=tmp_path,
+    )  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "mode: embedded" in result.stdout
     assert "CIRCUIT_OPEN:apify_linkedin" in result.stdout
     assert "tenant B: no CIRCUIT_OPEN" in result.stdout
     for label in ("A", "B"):  # the three stages of each tenant's pipeline, all finished
         for stage in ("crm_sync", "export"):
-            assert re.search(rf"│ {label} → {stage}\s+│ \w+\s+│ succeeded", result.stdout), (
-                result.stdout
-            )
+            assert re.search(rf"│ {label} → {stage}\s+│ succeeded", result.stdout), result.stdout
+            assert re.search(rf"{label} \(\d+\) {stage}: [0-9a-f-]{{36}}\n", result.stdout)
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_the_demo_cleans_up_when_it_fails_too(tmp_path: Path) -> None:
+    result = pipeline("demo", "--companies", "5", "--timeout", "0.01",
+                      env=embedded_env(tmp_path), cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "the demo timed out" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    assert list((tmp_path / "tmp").iterdir()) == []

@@ -38,8 +38,9 @@ def _pg_admin(sql: str) -> None:
 
 
 @contextmanager
-def throwaway_database(prefix: str = "pipeline_test") -> Iterator[str]:
-    """A new Postgres database, migrated by Alembic; dropped afterwards, whatever happens."""
+def throwaway_database(prefix: str = "pipeline_test", *, migrate: bool = True) -> Iterator[str]:
+    """A new Postgres database, migrated by Alembic (unless told not to); dropped
+    afterwards, whatever happens."""
     from pipeline.db.engine import dispose_engines
     from pipeline.db.migrate import upgrade
 
@@ -47,7 +48,8 @@ def throwaway_database(prefix: str = "pipeline_test") -> Iterator[str]:
     _pg_admin(f"CREATE DATABASE {name}")
     try:
         url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-        upgrade(url)
+        if migrate:
+            upgrade(url)
         yield url
     finally:
         dispose_engines()

@@ -1,0 +1,96 @@
+"""`pipeline simulator fault set|list|clear` against a real `pipeline simulator` process:
+a fault set from the shell makes the vendor fail, and clearing it makes it answer again."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from tests.integration.test_cli import PIPELINE_SCRIPT, pipeline
+from tests.support.processes import REPO
+
+
+@pytest.fixture
+def simulator_url() -> Iterator[str]:
+    proc = subprocess.Popen(
+        [PIPELINE_SCRIPT, "simulator", "--port", "0", "--seed", "3"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # printed once it listens
+        found = re.search(r"listening on (http://127\.0\.0\.1:\d+)", first)
+        assert found, first
+        yield found.group(1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def crawl(url: str, tenant: int) -> int:
+    answer = requests.get(
+        f"{url}/crawler/crawl",
+        params={"domain": "acme.com"},
+        headers={"X-Tenant-Id": str(tenant), "Authorization": "Bearer test-key"},
+        timeout=10,
+    )
+    return answer.status_code
+
+
+def test_faults_are_set_listed_and_cleared_from_the_shell(simulator_url: str) -> None:
+    assert crawl(simulator_url, 7) == 200
+    url = ["--url", simulator_url]
+    made = pipeline("simulator", "fault", "set", "--vendor", "crawler", "--tenant", "7",
+                    "--down", "--status", "502", *url)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert "fault set: vendor crawler, tenant 7: status=502 down=True" in made.stdout
+    assert crawl(simulator_url, 7) == 502
+    assert crawl(simulator_url, 8) == 200, "another tenant's calls are untouched"
+
+    also = pipeline("simulator", "fault", "set", "--vendor", "crm", "--error-rate", "0.5", *url)
+    assert also.returncode == 0, also.stderr
+    shown = pipeline("simulator", "fault", "list", *url)
+    assert shown.returncode == 0
+    assert shown.stdout.splitlines() == [
+        "vendor crawler, tenant 7: status=502 down=True",
+        "vendor crm, all tenants: error_rate=0.5",
+    ]
+
+    cleared = pipeline("simulator", "fault", "clear", "--vendor", "crawler", "--tenant", "7", *url)
+    assert cleared.returncode == 0 and "fault cleared" in cleared.stdout
+    assert crawl(simulator_url, 7) == 200
+    again = pipeline("simulator", "fault", "clear", "--vendor", "crawler", "--tenant", "7", *url)
+    assert again.returncode == 2 and "no fault is set for that vendor and tenant 7" in again.stderr
+
+    assert pipeline("simulator", "fault", "clear", "--all", *url).returncode == 0
+    assert pipeline("simulator", "fault", "list", *url).stdout.strip() == "no faults"
+
+
+def test_fault_commands_refuse_clearly(simulator_url: str) -> None:
+    unknown = pipeline("simulator", "fault", "set", "--vendor", "nosuch", "--down",
+                       "--url", simulator_url)  # fmt: skip
+    assert unknown.returncode == 2 and "the simulator refused" in unknown.stderr
+    assert "unknown vendor" in unknown.stderr
+    odd = pipeline("simulator", "fault", "set", "--vendor", "<img src=x>", "--url", simulator_url)
+    assert odd.returncode == 2 and "<img" not in odd.stderr
+    rate = pipeline("simulator", "fault", "set", "--vendor", "crm", "--error-rate", "2")
+    assert rate.returncode == 2 and "--error-rate" in rate.stderr
+    neither = pipeline("simulator", "fault", "clear", "--url", simulator_url)
+    assert neither.returncode == 2 and "give --vendor" in neither.stderr
+
+
+def test_no_simulator_running_names_how_to_start_one() -> None:
+    env = {**os.environ, "VENDOR_BASE_URL": "http://127.0.0.1:1"}
+    result = pipeline("simulator", "fault", "list", env=env)
+    assert result.returncode == 3
+    assert "no simulator answers" in result.stderr
+    assert "pipeline simulator --port 8700" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
