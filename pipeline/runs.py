@@ -48,11 +48,12 @@ class RunView:
 
 
 def run_id_from(value: Any) -> uuid.UUID:
-    """A run id from what a caller typed or sent; `InputError` naming it if it is not one."""
+    """A run id from what a caller typed or sent; `InputError` if it is not one (without
+    the value: it came from outside and may be anything)."""
     try:
         return uuid.UUID(str(value))
     except ValueError:
-        raise InputError(f"not a run id: {value!r}") from None
+        raise InputError("not a run id (a UUID such as 3f2a9c1e-...)") from None
 
 
 def create_run(

@@ -13,7 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import click
 
-from pipeline.cli import api, apikeys, credentials, demo, dlq, enqueue, flower, ops, runs
+from pipeline.cli import api, apikeys, check, credentials, demo, dlq, enqueue, flower, ops, runs
 from pipeline.cli import simulator as simulator_commands
 from pipeline.cli.failures import run_guarded
 
@@ -51,7 +51,7 @@ def cli() -> None:
 
 
 for command in (
-    ops.check,
+    check.check,
     ops.db,
     enqueue.enrich,
     enqueue.sync,

@@ -28,7 +28,8 @@ def apikeys() -> None:
 @click.option("--admin", is_flag=True, help="A key that acts on every tenant.")
 @click.option("--name", default="", help="What the key is for (shown by list).")
 def create(tenant: int | None, admin: bool, name: str) -> int:
-    """Make a key; it is printed once. Give exactly one of --tenant or --admin."""
+    """Make a key; it is printed once, alone on stdout (KEY=$(pipeline apikeys create
+    ...)), what it is on stderr. Give exactly one of --tenant or --admin."""
     from pipeline.api_keys import create_api_key
 
     if (tenant is None) == (not admin):
@@ -37,7 +38,8 @@ def create(tenant: int | None, admin: bool, name: str) -> int:
     click.echo(key)
     click.echo(
         f"API key {summary.id} ({summary.prefix}…, {summary.scope}) created; "
-        "it is shown only this once — keep it now"
+        "it is shown only this once — keep it now",
+        err=True,
     )
     return EXIT_OK
 

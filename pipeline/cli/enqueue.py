@@ -3,6 +3,7 @@ follow them to the end of their pipeline (`pipeline.cli.wait`)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +32,13 @@ def wait_options(command: F) -> F:
         show_default=True,
         help=TIMEOUT_HELP,
     )(command)
+    command = click.option(
+        "--quiet",
+        "-q",
+        is_flag=True,
+        help="Print only the run id (with --wait: once the pipeline ended), for "
+        "RUN_ID=$(pipeline ...).",
+    )(command)
     return click.option("--wait", is_flag=True, help=WAIT_HELP)(command)
 
 
@@ -56,7 +64,7 @@ def wait_options(command: F) -> F:
     help="Stages to run after it, comma-separated, in order: crm_sync, export.",
 )
 @wait_options
-def enrich(tenant: int, path: Path, then: str, wait: bool, timeout: float) -> int:
+def enrich(tenant: int, path: Path, then: str, wait: bool, quiet: bool, timeout: float) -> int:
     """Enqueue an enrichment run over the companies in a CSV file; prints its run id.
 
     A row with neither name nor domain becomes an item that fails with
@@ -67,30 +75,38 @@ def enrich(tenant: int, path: Path, then: str, wait: bool, timeout: float) -> in
 
     stages = stages_option(then)
     run_id = enqueue_enrichment(tenant, read_companies(path), then=stages)
-    click.echo(f"enqueued run {run_id}" + (f" (then {', '.join(stages)})" if stages else ""))
-    if not wait:
-        return EXIT_OK
-    from pipeline.cli.wait import wait_for_pipeline
+    said = f"enqueued run {run_id}" + (f" (then {', '.join(stages)})" if stages else "")
+    return _announce_and_wait(run_id, said, wait=wait, quiet=quiet, timeout=timeout)
 
-    return wait_for_pipeline(run_id, timeout)
+
+def _announce_and_wait(
+    run_id: uuid.UUID, said: str, *, wait: bool, quiet: bool, timeout: float
+) -> int:
+    """Say what was enqueued (only its id if `quiet`), then follow it if asked to."""
+    if not quiet:
+        click.echo(said)
+    code = EXIT_OK
+    if wait:
+        from pipeline.cli.wait import wait_for_pipeline
+
+        code = wait_for_pipeline(run_id, timeout, quiet=quiet)
+    if quiet:
+        click.echo(str(run_id))
+    return code
 
 
 def _stage_command(kind: str, summary: str, queue: str) -> click.Command:
     """`sync` and `export`: the same options, a different stage."""
 
-    def run_stage(tenant: int, run: str, wait: bool, timeout: float) -> int:
+    def run_stage(tenant: int, run: str, wait: bool, quiet: bool, timeout: float) -> int:
         from pipeline import enqueue_crm_sync, enqueue_export
         from pipeline.run_listing import resolve_run_id
 
         source = resolve_run_id(run, field="--run", tenant_id=tenant)
         start = enqueue_crm_sync if kind == "sync" else enqueue_export
         run_id = start(tenant, run_id=source)
-        click.echo(f"enqueued {kind} run {run_id} (from run {source})")
-        if not wait:
-            return EXIT_OK
-        from pipeline.cli.wait import wait_for_pipeline
-
-        return wait_for_pipeline(run_id, timeout)
+        said = f"enqueued {kind} run {run_id} (from run {source})"
+        return _announce_and_wait(run_id, said, wait=wait, quiet=quiet, timeout=timeout)
 
     run_stage.__doc__ = f"{summary} (queue `{queue}`); prints the new run's id."
     command = click.option(

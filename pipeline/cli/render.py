@@ -9,13 +9,23 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 
-from rich.console import Group
+from rich.console import Console, Group
 from rich.table import Column, Table
 from rich.text import Text
 
 from pipeline.db.models import DeferralStatus, RunItem
 from pipeline.run_details import RunDetails, heals, public_history, redrives_in
 from pipeline.runs import RunView
+
+PIPED_WIDTH = 160  # a table written to a file or a pipe: no terminal to fit, keep ids whole
+
+
+def console() -> Console:
+    """A console as wide as the terminal; into a pipe or file, wide enough that a table of
+    runs keeps its full ids and reasons (rich would assume 80 columns)."""
+    probe = Console()
+    return probe if probe.is_terminal else Console(width=PIPED_WIDTH)
+
 
 STATUS_STYLE = {"succeeded": "green", "degraded": "yellow", "failed": "red", "dead": "red"}
 DETAIL_ROWS = 20
@@ -45,10 +55,12 @@ def run_summary(details: RunDetails) -> Text:
     return text
 
 
-def reason_counts(view: RunView) -> Table:
+def reason_counts(view: RunView) -> Table | Text:
     counts = Counter(
         reason for item in view.items for reason in item.degraded_reasons.split(",") if reason
     )
+    if not counts:
+        return Text("degradation reasons: none")
     table = Table("reason", "items", title="degradation reasons", title_justify="left")
     for reason, n in counts.most_common():
         table.add_row(reason, str(n))

@@ -7,7 +7,6 @@ import json
 from datetime import datetime
 
 import click
-from rich.console import Console
 from rich.table import Column, Table
 
 from pipeline.cli.common import EXIT_OK, SINCE, TENANT, example
@@ -123,7 +122,9 @@ def list_runs(
             stuck_note,
             (run.degraded_reasons or "").replace(",", ", "),
         )
-    Console().print(table)
+    from pipeline.cli.render import console
+
+    console().print(table)
     return EXIT_OK
 
 
@@ -132,7 +133,7 @@ def list_runs(
 def show(run_id: str) -> int:
     """A run (its id, or a unique prefix of it): items and reasons, vendor calls, what
     healed, is deferred or was re-driven."""
-    from pipeline.cli.render import run_details
+    from pipeline.cli.render import console, run_details
     from pipeline.run_details import read_run_details
     from pipeline.run_listing import resolve_run_id
 
@@ -140,7 +141,7 @@ def show(run_id: str) -> int:
     details = read_run_details(found)
     if details is None:  # deleted since
         raise click.UsageError(f"no run {found}")
-    Console().print(run_details(details))
+    console().print(run_details(details))
     return EXIT_OK
 
 

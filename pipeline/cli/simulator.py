@@ -14,7 +14,9 @@ from typing import Any
 import click
 
 from pipeline.cli.common import EXIT_OK, TENANT, example
-from pipeline.errors import DependencyUnavailableError, InputError
+from pipeline.cli.simulator_accounts import register
+from pipeline.cli.simulator_admin import call_simulator, url_option
+from pipeline.errors import InputError
 
 VENDOR_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
@@ -23,7 +25,7 @@ VENDOR_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
     invoke_without_command=True,
     short_help="Run the vendor simulator; set its faults.",
     epilog=example(
-        "pipeline simulator --port 8700",
+        "pipeline simulator            # on VENDOR_BASE_URL's port",
         "pipeline simulator fault set --vendor crm --tenant 7 --down",
     ),
 )
@@ -31,9 +33,8 @@ VENDOR_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
     "--port",
     metavar="PORT",
     type=click.IntRange(0, 65535),
-    default=8700,
-    show_default=True,
-    help="Port to listen on (0: any free port).",
+    help="Port to listen on (0: any free port; default: VENDOR_BASE_URL's, where the "
+    "workers look for their vendors).",
 )
 @click.option(
     "--seed", metavar="N", type=int, default=0, show_default=True, help="Seed of the fault draws."
@@ -46,13 +47,19 @@ VENDOR_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
     help="Address to listen on.",
 )
 @click.pass_context
-def simulator(ctx: click.Context, port: int, seed: int, host: str) -> int:
+def simulator(ctx: click.Context, port: int | None, seed: int, host: str) -> int:
     """Run the vendor simulator (every vendor on one port) until interrupted; with a
-    subcommand, set or clear the faults of one that runs."""
+    subcommand, set the faults of one that runs or register a tenant's accounts there."""
     if ctx.invoked_subcommand is not None:
         return EXIT_OK
     from pipeline.simulator import serve
 
+    if port is None:
+        from urllib.parse import urlsplit
+
+        from pipeline.settings import get_settings
+
+        port = urlsplit(get_settings().vendor_base_url).port or 8700
     serve(port, seed, host=host)
     return EXIT_OK
 
@@ -66,14 +73,6 @@ def simulator(ctx: click.Context, port: int, seed: int, host: str) -> int:
 )
 def fault() -> None:
     """Faults of a running simulator: one per vendor and tenant (or all tenants)."""
-
-
-def url_option(command: Any) -> Any:
-    return click.option(
-        "--url",
-        metavar="URL",
-        help="The simulator's base URL (default: VENDOR_BASE_URL).",
-    )(command)
 
 
 @fault.command(
@@ -157,7 +156,7 @@ def set_fault(
     outage = Outage(start=time.time(), end=time.time() + for_s) if for_s else None
     chosen = {name: value for name, value in fields.items() if value is not None}
     fault = Fault(vendor=vendor, tenant=tenant, outage=outage, **chosen)
-    _call(url, lambda admin: admin.set_fault(fault))
+    call_simulator(url, lambda admin: admin.set_fault(fault))
     click.echo(f"fault set: {_describe(fault.model_dump(mode='json'))}")
     return EXIT_OK
 
@@ -178,12 +177,12 @@ def clear_fault(url: str | None, vendor: str | None, tenant: int | None, every: 
     if every == (vendor is not None):
         raise click.UsageError("give --vendor (with --tenant if set for one) or --all")
     if every:
-        _call(url, lambda admin: admin.clear_faults())
+        call_simulator(url, lambda admin: admin.clear_faults())
         click.echo("every fault cleared")
         return EXIT_OK
     assert vendor is not None
     whose = f"tenant {tenant}" if tenant is not None else "all tenants"
-    if not _call(url, lambda admin: admin.clear_fault(vendor, tenant)):
+    if not call_simulator(url, lambda admin: admin.clear_fault(vendor, tenant)):
         raise InputError(f"no fault is set for that vendor and {whose} (`fault list` shows them)")
     click.echo(f"fault cleared: vendor {vendor}, {whose}")
     return EXIT_OK
@@ -193,7 +192,7 @@ def clear_fault(url: str | None, vendor: str | None, tenant: int | None, every: 
 @url_option
 def list_faults(url: str | None) -> int:
     """The faults in force, one a line."""
-    faults = _call(url, lambda admin: admin.faults())
+    faults = call_simulator(url, lambda admin: admin.faults())
     for item in faults:
         click.echo(_describe(item.model_dump(mode="json")))
     if not faults:
@@ -215,34 +214,4 @@ def _describe(fault: dict[str, Any]) -> str:
     return f"vendor {fault['vendor']}, {whose}: {shown or '(no effect)'}"
 
 
-def _call(url: str | None, action: Any) -> Any:
-    """`action(admin)` against the simulator at `url`; its refusals and absence as errors
-    that say what to do."""
-    import requests
-
-    from pipeline.settings import get_settings
-    from pipeline.simulator import SimulatorAdmin
-
-    base = url or get_settings().vendor_base_url
-    admin = SimulatorAdmin(base)
-    try:
-        return action(admin)
-    except requests.HTTPError as exc:
-        answer = exc.response
-        message = _message_of(answer) if answer is not None else ""
-        raise InputError(f"the simulator refused: {message[:300]}") from None
-    except requests.RequestException as exc:
-        raise DependencyUnavailableError(
-            f"no simulator answers at --url/VENDOR_BASE_URL ({type(exc).__name__}); start "
-            "one: pipeline simulator --port 8700"
-        ) from None
-    finally:
-        admin.close()
-
-
-def _message_of(answer: Any) -> str:
-    try:
-        body = answer.json()
-    except ValueError:
-        return f"HTTP {answer.status_code}"
-    return f"HTTP {answer.status_code}: {body.get('message') or body.get('error') or ''}"
+simulator.add_command(register)

@@ -32,14 +32,18 @@ def wait_for_pipeline(
     timeout: float,
     *,
     console: Console | None = None,
+    quiet: bool = False,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
-    """Follow the pipeline that starts with `first_run_id` until it settles; its exit code."""
-    from pipeline.cli.ops import live_workers
+    """Follow the pipeline that starts with `first_run_id` until it settles; its exit code.
+    `quiet`: print nothing on the way (a script reads the exit code; errors still go to
+    stderr)."""
+    from pipeline.cli.check import live_workers
+    from pipeline.cli.render import console as render_console
     from pipeline.pipeline_state import pipeline_state
 
-    console = console or Console()
+    console = console or render_console()
     if not live_workers():
         click.echo(
             f"pipeline: no worker answered, so run {first_run_id} waits on its queue; start "
@@ -56,16 +60,19 @@ def wait_for_pipeline(
             click.echo(f"pipeline: run {first_run_id} is gone", err=True)
             return EXIT_FAILED
         for number, run in enumerate(state.runs, start=1):
-            if run.id not in announced:
+            if run.id not in announced and not quiet:
                 announced.add(run.id)
                 click.echo(f"stage {number}: {run.kind} run {run.id} ({run.status})")
-            if run.status in ("succeeded", "degraded", "failed") and run.id not in shown:
+            finished = run.status in ("succeeded", "degraded", "failed")
+            if finished and run.id not in shown and not quiet:
                 shown.add(run.id)
                 show_run(console, run.id)
         if state.settled:
             last = state.current
             outcome = "failed" if state.failed else last.status
             stages = len(state.runs)
+            if quiet:
+                return EXIT_FAILED if state.failed else EXIT_OK
             click.echo(
                 f"pipeline of run {first_run_id} finished: {outcome} "
                 f"({stages} {'stage' if stages == 1 else 'stages'})"

@@ -94,3 +94,49 @@ def test_no_simulator_running_names_how_to_start_one() -> None:
     assert "no simulator answers" in result.stderr
     assert "pipeline simulator --port 8700" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def crm_token_status(url: str, tenant: int, client_id: str, secret: str) -> int:
+    answer = requests.post(
+        f"{url}/crm/oauth/token",
+        data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret},
+        headers={"X-Tenant-Id": str(tenant)},
+        timeout=10,
+    )
+    return answer.status_code
+
+
+def erp_login(url: str, tenant: int, db: str, login: str, password: str) -> object:
+    import xmlrpc.client
+
+    headers = [("X-Tenant-Id", str(tenant))]
+    transport = xmlrpc.client.Transport(headers=headers)
+    common = xmlrpc.client.ServerProxy(f"{url}/erp/xmlrpc/2/common", transport=transport)
+    return common.authenticate(db, login, password, {})
+
+
+@pytest.mark.usefixtures("integration_env")
+def test_register_makes_the_simulator_accept_the_stored_credentials(
+    simulator_url: str, tenant: int
+) -> None:
+    from pipeline.credentials import put_credential
+
+    url = ["--url", simulator_url]
+    nothing = pipeline("simulator", "register", "--tenant", str(tenant), *url)
+    assert nothing.returncode == 2
+    assert f"tenant {tenant} has no crm or erp credential stored" in nothing.stderr
+
+    put_credential(tenant, "crm", {"client_id": "acme", "client_secret": "s3cret"})
+    put_credential(tenant, "erp", {"db": "acme", "login": "bot", "password": "pw"})
+    assert crm_token_status(simulator_url, tenant, "acme", "s3cret") == 400  # unknown client
+    made = pipeline("simulator", "register", "--tenant", str(tenant), *url)
+    assert made.returncode == 0, made.stderr
+    assert f"accepts tenant {tenant}'s CRM client and ERP user" in made.stdout
+    assert "s3cret" not in made.stdout + made.stderr and "pw" not in made.stdout
+    assert crm_token_status(simulator_url, tenant, "acme", "s3cret") == 200
+    assert crm_token_status(simulator_url, tenant, "acme", "wrong") == 400
+    assert erp_login(simulator_url, tenant, "acme", "bot", "pw") not in (False, None)
+
+    put_credential(tenant, "crm", {"client_id": "acme"})  # a secret missing
+    partial = pipeline("simulator", "register", "--tenant", str(tenant), *url)
+    assert partial.returncode == 2 and "has no client_secret" in partial.stderr

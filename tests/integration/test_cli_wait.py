@@ -139,3 +139,39 @@ def test_waiting_with_no_worker_says_how_to_start_one(
     assert uuid.UUID(run_id)
     assert f"no worker answered, so run {run_id} waits on its queue" in result.stderr
     assert "celery -A workers.app worker --queues critical,default,export" in result.stderr
+
+
+@pytest.mark.usefixtures("worker")
+def test_quiet_prints_only_the_run_id_for_a_script_to_keep(
+    simulator: Simulator, tmp_path: Path, tenant: int
+) -> None:
+    """README: `export RUN_ID=$(pipeline enrich ... --wait --quiet)`."""
+    ready_tenant(simulator, tenant)
+    file = str(companies(tmp_path, tenant))
+    result = pipeline(
+        "enrich", "--tenant", str(tenant), "--file", file, "--wait", "--quiet", "--timeout", "60"
+    )
+    assert result.returncode == 0, result.stderr
+    run_id = result.stdout.strip()
+    assert RUN_ID.fullmatch(run_id), result.stdout
+    shown = pipeline("runs", "show", run_id)
+    assert shown.returncode == 0 and "succeeded" in shown.stdout, "it waited for the end"
+
+
+@pytest.mark.usefixtures("worker")
+def test_check_waits_for_a_worker_and_gives_up_with_exit_3(
+    integration_env: dict[str, str],
+) -> None:
+    ready = pipeline("check", "--wait", "30")
+    assert ready.returncode == 0, ready.stdout + ready.stderr
+    assert "ok    workers: " in ready.stdout
+    side = own_redis_url(1)  # a broker no worker listens to
+    try:
+        alone = pipeline("check", "--wait", "1", env={**os.environ, "BROKER_URL": side})
+    finally:
+        redis.Redis.from_url(side).flushdb()
+    assert alone.returncode == 3, alone.stdout + alone.stderr
+    assert "workers: none answered" in alone.stdout
+    assert "celery -A workers.app worker" in alone.stdout
+    once = pipeline("check", env={**os.environ, "BROKER_URL": side})
+    assert once.returncode == 0, "without --wait a missing worker is news, not a failure"
