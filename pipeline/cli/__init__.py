@@ -71,7 +71,16 @@ for command in (
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The console script: run `argv` (default: the process's arguments), return the exit
-    code. Shell completion (`_PIPELINE_COMPLETE=...`) prints its script and exits 0."""
+    code. Shell completion (`_PIPELINE_COMPLETE=...`) prints its script and exits 0.
+
+    Run as the process's command (no `argv`), what the core logs goes to stderr, warnings
+    and worse: stdout is the command's output (`RUN_ID=$(pipeline enrich ... --quiet)`);
+    `api`, `demo` and `reconcile` set their own. Called with `argv` (a test, a host
+    program), the caller's logging is left alone."""
+    if argv is None:
+        from pipeline.logs import configure_logging
+
+        configure_logging("WARNING", json=False)
     args = list(sys.argv[1:] if argv is None else argv)
 
     def invoke() -> int:

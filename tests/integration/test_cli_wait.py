@@ -175,3 +175,16 @@ def test_check_waits_for_a_worker_and_gives_up_with_exit_3(
     assert "celery -A workers.app worker" in alone.stdout
     once = pipeline("check", env={**os.environ, "BROKER_URL": side})
     assert once.returncode == 0, "without --wait a missing worker is news, not a failure"
+
+
+@pytest.mark.usefixtures("worker")
+def test_what_the_core_logs_stays_off_stdout(tmp_path: Path, tenant: int) -> None:
+    """`run.replayed` is logged at info by the core: not on stdout, which a script reads."""
+    nothing = csv_file(tmp_path, 'name,domain\n" "," "\n')  # one DATA_EMPTY item
+    enriched = pipeline("enrich", "--tenant", str(tenant), "--file", str(nothing), "--wait", "-q")
+    assert enriched.returncode == 1, enriched.stderr  # its only item failed: the run failed
+    run_id = enriched.stdout.strip()
+    replayed = pipeline("dlq", "replay", "--run", run_id)
+    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.stdout.splitlines() == [f"re-running 1 dead or failed items of run {run_id}"]
+    assert "run.replayed" not in replayed.stderr, "info lines are not shown at all"
