@@ -23,6 +23,7 @@ test: install services
 bench: install services
 	$(BIN)/python benchmarks/breaker_overhead.py
 	$(BIN)/python benchmarks/enrichment_throughput.py
+	$(BIN)/python benchmarks/api_big_bodies.py --body-mb 1 --seconds 5
 
 demo: install
 	$(BIN)/pipeline demo
