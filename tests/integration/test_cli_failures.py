@@ -107,3 +107,23 @@ def test_main_returns_exit_codes_for_tests_and_scripts(
     err = capsys.readouterr().err
     assert "tenant must be a positive integer" in err and "No such command" in err
     assert all(line.startswith("pipeline: ") for line in err.strip().splitlines())
+
+
+@pytest.mark.usefixtures("integration_env")
+def test_a_plain_postgresql_url_reaches_the_database() -> None:
+    """`postgresql://` is what most people write; SQLAlchemy 2.1 maps it to psycopg 3,
+    which is not installed, so it must mean the psycopg2 driver we ship."""
+    url = os.environ["DATABASE_URL"].replace("postgresql+psycopg2://", "postgresql://")
+    assert url.startswith("postgresql://")
+    for args in (["runs", "list"], ["db", "upgrade"], ["db", "upgrade", "--url", url]):
+        result = pipeline(*args, env={**os.environ, "DATABASE_URL": url})
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.usefixtures("integration_env")
+@pytest.mark.parametrize("url", ["nope", "mysql://a@b/c", "postgresql+psycopg://a@b/c"])
+def test_a_database_url_that_cannot_work_is_exit_2_naming_it(url: str) -> None:
+    line = one_line_failure(pipeline("runs", "list", env={**os.environ, "DATABASE_URL": url}), 2)
+    assert "DATABASE_URL" in line and url not in line, line
+    line = one_line_failure(pipeline("db", "upgrade", "--url", url), 2)
+    assert "--url" in line and url not in line, line
