@@ -109,6 +109,18 @@ AGE = Age()
 SINCE = Since()
 
 
+def made_folder(ctx: click.Context, param: click.Parameter, path: Any) -> Any:
+    """An option's folder, made now (with its parents) so a path that cannot be one is a
+    usage error before any work starts, naming the option but not the path."""
+    if path is not None:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            message = f"cannot make that folder ({exc.strerror})"
+            raise click.BadParameter(message, ctx, param) from None
+    return path
+
+
 def stages_option(value: str) -> list[str]:
     """`crm_sync,export` as a list (checked by the core, which names what it expects)."""
     return [stage.strip() for stage in value.split(",") if stage.strip()]

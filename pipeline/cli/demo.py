@@ -28,7 +28,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pipeline.cli.common import EXIT_FAILED, example, safe_url, stages_option
+from pipeline.cli.common import EXIT_FAILED, example, made_folder, safe_url, stages_option
 from pipeline.errors import DependencyUnavailableError
 
 CONTACT_VENDOR = "apify_linkedin"
@@ -67,6 +67,7 @@ CONTACT_VENDOR = "apify_linkedin"
 @click.option(
     "--keep-logs",
     type=click.Path(file_okay=False, path_type=Path),
+    callback=made_folder,
     help="Keep demo.log (and worker.log) in this folder; by default they live in a "
     "temporary folder removed at exit.",
 )

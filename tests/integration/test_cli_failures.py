@@ -127,3 +127,10 @@ def test_a_database_url_that_cannot_work_is_exit_2_naming_it(url: str) -> None:
     assert "DATABASE_URL" in line and url not in line, line
     line = one_line_failure(pipeline("db", "upgrade", "--url", url), 2)
     assert "--url" in line and url not in line, line
+
+
+def test_a_keep_logs_folder_that_cannot_be_made_is_exit_2(tmp_path: Path) -> None:
+    a_file = csv_file(tmp_path, "name\nAcme\n")
+    line = one_line_failure(pipeline("demo", "--keep-logs", str(a_file / "logs")), 2)
+    assert "--keep-logs" in line and "cannot make that folder" in line, line
+    assert str(a_file) not in line
