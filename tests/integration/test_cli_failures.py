@@ -67,8 +67,11 @@ def test_an_unreachable_database_is_exit_3_in_one_line() -> None:
         ("name,domain\nAcme,acme.com,extra\n", "line 2: 3 cells, the header has 2"),
         ("name,name\nAcme,Acme\n", "a column is named twice"),
         ("id\n" + "9" * 30 + "\n", "line 2: id must be an integer from 1 to"),
+        # an unclosed quote would swallow every later row into one cell
+        ('name,domain\n"Beta,beta.com\nGamma,gamma.com\n', "not a CSV file (unexpected end"),
+        ('name,domain\n"Beta"x,beta.com\n', "not a CSV file"),
     ],
-    ids=["nul-in-name", "nul-in-domain", "extra-cell", "twice", "huge-id"],
+    ids=["nul-in-name", "nul-in-domain", "extra-cell", "twice", "huge-id", "open-quote", "quote"],
 )
 def test_bad_csv_cells_name_line_and_column(tmp_path: Path, content: str, message: str) -> None:
     line = one_line_failure(
