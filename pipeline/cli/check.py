@@ -12,7 +12,14 @@ import time
 
 import click
 
-from pipeline.cli.common import EXIT_OK, EXIT_UNAVAILABLE, WORKER_COMMAND, example, safe_url
+from pipeline.cli.common import (
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    SECONDS,
+    WORKER_COMMAND,
+    example,
+    safe_url,
+)
 
 POLL_S = 0.5
 
@@ -25,7 +32,7 @@ POLL_S = 0.5
     "--wait",
     "wait_s",
     metavar="SECONDS",
-    type=click.FloatRange(min=0, min_open=True),
+    type=SECONDS,
     help="Check again until everything answers, a worker too, for up to this long.",
 )
 def check(wait_s: float | None) -> int:
