@@ -137,3 +137,14 @@ def test_a_keep_logs_folder_that_cannot_be_made_is_exit_2(tmp_path: Path) -> Non
     line = one_line_failure(pipeline("demo", "--keep-logs", str(a_file / "logs")), 2)
     assert "--keep-logs" in line and "cannot make that folder" in line, line
     assert str(a_file) not in line
+
+
+@pytest.mark.usefixtures("integration_env")
+def test_check_reaches_an_amqp_broker_too() -> None:
+    """BROKER_URL may be amqp:// (settings allow it): check probes it with kombu, not as
+    a Redis URL (which raised ValueError: exit 1, 'a bug')."""
+    env = {**os.environ, "BROKER_URL": "amqp://guest@127.0.0.1:1//"}
+    result = pipeline("check", env=env)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "FAIL  broker amqp://guest@127.0.0.1:1//: OperationalError" in result.stdout
+    assert "ok    redis" in result.stdout and "Traceback" not in result.stderr
