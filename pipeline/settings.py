@@ -260,10 +260,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
-        scheme = urlsplit(value).scheme
-        if scheme not in ("sqlite", "postgresql", "postgresql+psycopg2"):
-            raise ValueError("expected sqlite:///path or postgresql+psycopg2://user@host/db")
-        return value
+        return checked_database_url(value)
 
     @field_validator("flower_password")
     @classmethod
@@ -391,6 +388,18 @@ class Settings(BaseSettings):
 # Each run kind's default lease (RECONCILE_LEASE_S): above TASK_TIME_LIMIT_S plus the longest
 # retry countdown with the defaults (300 s + 300 s), so only work that is really lost moves.
 DEFAULT_LEASES_S: dict[str, float] = {"enrichment": 900.0, "crm_sync": 900.0, "export": 900.0}
+
+
+def checked_database_url(url: str) -> str:
+    """`url` with the driver we ship named: a bare `postgresql://` (or `postgres://`) means
+    psycopg2 — SQLAlchemy 2.1 would pick psycopg 3, which is not installed."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in ("postgresql", "postgres"):
+        return f"postgresql+psycopg2://{rest}"
+    if not sep or scheme not in ("sqlite", "postgresql+psycopg2"):
+        raise ValueError("expected sqlite:///path or postgresql+psycopg2://user@host/db")
+    return url
+
 
 _BROKER_SCHEMES = {"redis", "rediss", "memory", "amqp", "pyamqp"}
 _RESULT_SCHEMES = {"redis", "rediss", "cache+memory", "rpc"}

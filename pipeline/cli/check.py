@@ -12,7 +12,14 @@ import time
 
 import click
 
-from pipeline.cli.common import EXIT_OK, EXIT_UNAVAILABLE, WORKER_COMMAND, example, safe_url
+from pipeline.cli.common import (
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    SECONDS,
+    WORKER_COMMAND,
+    example,
+    safe_url,
+)
 
 POLL_S = 0.5
 
@@ -25,7 +32,7 @@ POLL_S = 0.5
     "--wait",
     "wait_s",
     metavar="SECONDS",
-    type=click.FloatRange(min=0, min_open=True),
+    type=SECONDS,
     help="Check again until everything answers, a worker too, for up to this long.",
 )
 def check(wait_s: float | None) -> int:
@@ -55,6 +62,7 @@ def dependency_report() -> tuple[list[str], int]:
     """One line per dependency, and how many failed."""
     import redis
     import sqlalchemy
+    from kombu.exceptions import KombuError
 
     from pipeline.db.engine import engine_for
     from pipeline.db.migrate import UPGRADE_HINT, pending_migrations
@@ -68,9 +76,9 @@ def dependency_report() -> tuple[list[str], int]:
             lines.append(f"ok    {name} {url} (in-process)")
             continue
         try:
-            redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+            _reach(url)
             lines.append(f"ok    {name} {safe_url(url)}")
-        except redis.RedisError as exc:
+        except (redis.RedisError, KombuError) as exc:
             failures += 1
             lines.append(f"FAIL  {name} {safe_url(url)}: {type(exc).__name__}")
     database = safe_url(settings.database_url)
@@ -89,6 +97,18 @@ def dependency_report() -> tuple[list[str], int]:
         failures += 1
         lines.append(f"FAIL  database {database}: {type(exc).__name__}")
     return lines, failures
+
+
+def _reach(url: str) -> None:
+    """Ping Redis; any other broker (amqp://) through kombu, as the workers reach it."""
+    import redis
+    from kombu import Connection
+
+    if url.startswith(("redis://", "rediss://")):
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+        return
+    with Connection(url, connect_timeout=2) as connection:
+        connection.ensure_connection(max_retries=1)
 
 
 def live_workers(timeout: float = 1.0) -> list[str]:

@@ -6,6 +6,7 @@ option; none quotes what was typed (it may be long, or a secret typed in the wro
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -50,6 +51,24 @@ class Port(click.ParamType):
         if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
             self.fail("port must be 1-65535", param, ctx)
         return int(text)
+
+
+class Seconds(click.FloatRange):
+    """A time limit: a finite number of seconds over 0 (`nan` passes `x > 0` and never
+    compares past a deadline, so it would wait forever; `inf` would too)."""
+
+    name = "SECONDS"
+
+    def __init__(self) -> None:
+        super().__init__(min=0, min_open=True)
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        seconds = super().convert(value, param, ctx)
+        if not math.isfinite(seconds):
+            self.fail("expected a number of seconds over 0", param, ctx)
+        return float(seconds)
 
 
 _AGE = re.compile(r"^(\d{1,9})([smhd])$")
@@ -105,8 +124,21 @@ class Since(click.ParamType):
 
 TENANT = TenantId()
 PORT = Port()
+SECONDS = Seconds()
 AGE = Age()
 SINCE = Since()
+
+
+def made_folder(ctx: click.Context, param: click.Parameter, path: Any) -> Any:
+    """An option's folder, made now (with its parents) so a path that cannot be one is a
+    usage error before any work starts, naming the option but not the path."""
+    if path is not None:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            message = f"cannot make that folder ({exc.strerror})"
+            raise click.BadParameter(message, ctx, param) from None
+    return path
 
 
 def stages_option(value: str) -> list[str]:

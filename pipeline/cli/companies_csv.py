@@ -24,7 +24,7 @@ def read_companies(path: Path) -> list[int | dict[str, Any]]:
     """The companies in `path`, in file order; `InputError` naming what is wrong."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
+            reader = csv.reader(handle, strict=True)  # an unclosed quote is an error
             header = next(reader, None)
             columns = [c.strip().lower() for c in header or []]
             if not columns:

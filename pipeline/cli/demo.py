@@ -28,7 +28,14 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pipeline.cli.common import EXIT_FAILED, example, safe_url, stages_option
+from pipeline.cli.common import (
+    EXIT_FAILED,
+    SECONDS,
+    example,
+    made_folder,
+    safe_url,
+    stages_option,
+)
 from pipeline.errors import DependencyUnavailableError
 
 CONTACT_VENDOR = "apify_linkedin"
@@ -53,7 +60,7 @@ CONTACT_VENDOR = "apify_linkedin"
 @click.option(
     "--timeout",
     metavar="SECONDS",
-    type=click.FloatRange(min=0, min_open=True),
+    type=SECONDS,
     default=600.0,
     show_default=True,
     help="Seconds before the demo gives up (exit 1).",
@@ -67,6 +74,7 @@ CONTACT_VENDOR = "apify_linkedin"
 @click.option(
     "--keep-logs",
     type=click.Path(file_okay=False, path_type=Path),
+    callback=made_folder,
     help="Keep demo.log (and worker.log) in this folder; by default they live in a "
     "temporary folder removed at exit.",
 )
@@ -89,7 +97,6 @@ def demo(companies: int, timeout: float, then: str, keep_logs: Path | None) -> i
     ):
         workdir = Path(tmp)
         logs = keep_logs or workdir
-        logs.mkdir(parents=True, exist_ok=True)
         os.environ["VENDOR_BASE_URL"] = sim.url
         with logging_to(logs / "demo.log"), running(console, workdir, logs):
             return scenario(console, sim, companies, timeout, stages)

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
-from pipeline.cli.common import EXIT_OK, TENANT, example, stages_option
+from pipeline.cli.common import EXIT_OK, SECONDS, TENANT, example, stages_option
 
 WAIT_HELP = (
     "Follow the run, and each stage after it, until the pipeline ends; show each run. "
@@ -27,7 +27,7 @@ def wait_options(command: F) -> F:
     command = click.option(
         "--timeout",
         metavar="SECONDS",
-        type=click.FloatRange(min=0, min_open=True),
+        type=SECONDS,
         default=600.0,
         show_default=True,
         help=TIMEOUT_HELP,

@@ -19,8 +19,19 @@ def db() -> None:
     """The database schema (Alembic migrations)."""
 
 
+def _database_url(ctx: click.Context, param: click.Parameter, url: str | None) -> str | None:
+    from pipeline.settings import checked_database_url
+
+    try:
+        return None if url is None else checked_database_url(url)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
 @db.command(epilog=example("pipeline db upgrade"))
-@click.option("--url", metavar="URL", help="Database URL (default: DATABASE_URL).")
+@click.option(
+    "--url", metavar="URL", callback=_database_url, help="Database URL (default: DATABASE_URL)."
+)
 def upgrade(url: str | None) -> int:
     """Apply every pending Alembic migration (safe to repeat)."""
     from pipeline.db.migrate import upgrade as apply

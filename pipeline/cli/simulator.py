@@ -16,7 +16,7 @@ import click
 from pipeline.cli.common import EXIT_OK, TENANT, example
 from pipeline.cli.simulator_accounts import register
 from pipeline.cli.simulator_admin import call_simulator, url_option
-from pipeline.errors import InputError
+from pipeline.errors import DependencyUnavailableError, InputError
 
 VENDOR_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
@@ -60,7 +60,11 @@ def simulator(ctx: click.Context, port: int | None, seed: int, host: str) -> int
         from pipeline.settings import get_settings
 
         port = urlsplit(get_settings().vendor_base_url).port or 8700
-    serve(port, seed, host=host)
+    try:
+        serve(port, seed, host=host)
+    except OSError as exc:  # the port taken, or an address this machine does not have
+        message = f"cannot listen on port {port} ({exc.strerror}): stop what holds it, or pass "
+        raise DependencyUnavailableError(message + "another --port") from None
     return EXIT_OK
 
 

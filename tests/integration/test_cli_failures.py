@@ -67,8 +67,11 @@ def test_an_unreachable_database_is_exit_3_in_one_line() -> None:
         ("name,domain\nAcme,acme.com,extra\n", "line 2: 3 cells, the header has 2"),
         ("name,name\nAcme,Acme\n", "a column is named twice"),
         ("id\n" + "9" * 30 + "\n", "line 2: id must be an integer from 1 to"),
+        # an unclosed quote would swallow every later row into one cell
+        ('name,domain\n"Beta,beta.com\nGamma,gamma.com\n', "not a CSV file (unexpected end"),
+        ('name,domain\n"Beta"x,beta.com\n', "not a CSV file"),
     ],
-    ids=["nul-in-name", "nul-in-domain", "extra-cell", "twice", "huge-id"],
+    ids=["nul-in-name", "nul-in-domain", "extra-cell", "twice", "huge-id", "open-quote", "quote"],
 )
 def test_bad_csv_cells_name_line_and_column(tmp_path: Path, content: str, message: str) -> None:
     line = one_line_failure(
@@ -107,3 +110,41 @@ def test_main_returns_exit_codes_for_tests_and_scripts(
     err = capsys.readouterr().err
     assert "tenant must be a positive integer" in err and "No such command" in err
     assert all(line.startswith("pipeline: ") for line in err.strip().splitlines())
+
+
+@pytest.mark.usefixtures("integration_env")
+def test_a_plain_postgresql_url_reaches_the_database() -> None:
+    """`postgresql://` is what most people write; SQLAlchemy 2.1 maps it to psycopg 3,
+    which is not installed, so it must mean the psycopg2 driver we ship."""
+    url = os.environ["DATABASE_URL"].replace("postgresql+psycopg2://", "postgresql://")
+    assert url.startswith("postgresql://")
+    for args in (["runs", "list"], ["db", "upgrade"], ["db", "upgrade", "--url", url]):
+        result = pipeline(*args, env={**os.environ, "DATABASE_URL": url})
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.usefixtures("integration_env")
+@pytest.mark.parametrize("url", ["nope", "mysql://a@b/c", "postgresql+psycopg://a@b/c"])
+def test_a_database_url_that_cannot_work_is_exit_2_naming_it(url: str) -> None:
+    line = one_line_failure(pipeline("runs", "list", env={**os.environ, "DATABASE_URL": url}), 2)
+    assert "DATABASE_URL" in line and url not in line, line
+    line = one_line_failure(pipeline("db", "upgrade", "--url", url), 2)
+    assert "--url" in line and url not in line, line
+
+
+def test_a_keep_logs_folder_that_cannot_be_made_is_exit_2(tmp_path: Path) -> None:
+    a_file = csv_file(tmp_path, "name\nAcme\n")
+    line = one_line_failure(pipeline("demo", "--keep-logs", str(a_file / "logs")), 2)
+    assert "--keep-logs" in line and "cannot make that folder" in line, line
+    assert str(a_file) not in line
+
+
+@pytest.mark.usefixtures("integration_env")
+def test_check_reaches_an_amqp_broker_too() -> None:
+    """BROKER_URL may be amqp:// (settings allow it): check probes it with kombu, not as
+    a Redis URL (which raised ValueError: exit 1, 'a bug')."""
+    env = {**os.environ, "BROKER_URL": "amqp://guest@127.0.0.1:1//"}
+    result = pipeline("check", env=env)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "FAIL  broker amqp://guest@127.0.0.1:1//: OperationalError" in result.stdout
+    assert "ok    redis" in result.stdout and "Traceback" not in result.stderr

@@ -140,3 +140,14 @@ def test_register_makes_the_simulator_accept_the_stored_credentials(
     put_credential(tenant, "crm", {"client_id": "acme"})  # a secret missing
     partial = pipeline("simulator", "register", "--tenant", str(tenant), *url)
     assert partial.returncode == 2 and "has no client_secret" in partial.stderr
+
+
+def test_a_port_in_use_is_exit_3_in_one_line(simulator_url: str) -> None:
+    port = simulator_url.rsplit(":", 1)[1]
+    result = pipeline("simulator", "--port", port, timeout=60)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"pipeline: DEPENDENCY_UNAVAILABLE: cannot listen on port {port} "
+        "(Address already in use): stop what holds it, or pass another --port"
+    ]

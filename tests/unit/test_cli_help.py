@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import click
+import pytest
 
-from pipeline.cli import cli
+from pipeline.cli import cli, main
 
 
 def every_command(
@@ -40,3 +41,21 @@ def test_every_option_and_argument_is_explained() -> None:
                 assert param.help, f"{where} {param.opts[0]} has no help text"
             else:  # arguments are named in the command's help
                 assert param.name and command.help, where
+
+
+def test_a_time_limit_must_be_a_finite_number_of_seconds(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`nan` passes `x > 0` checks and never compares past a deadline: it waited forever."""
+    for args in (
+        ["check", "--wait", "nan"],
+        ["check", "--wait", "inf"],
+        ["sync", "--tenant", "7", "--run", "0123abcd", "--timeout", "nan"],
+        ["export", "--tenant", "7", "--run", "0123abcd", "--timeout", "Infinity"],
+        ["enrich", "--tenant", "7", "--file", "x.csv", "--timeout", "NaN"],
+        ["demo", "--timeout", "nan"],
+    ):
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert "a number of seconds over 0" in err, (args, err)
+        assert err.count("\n") == 1
