@@ -59,6 +59,7 @@ def create_app(*, health_checks: DependencyHealth | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        redirect_slashes=False,  # a 307 built from the client's Host header: a plain 404
     )
     app.state.health_checks = checks
     app.add_middleware(

@@ -103,6 +103,16 @@ def test_a_method_not_allowed_says_which_are(api: Any, tenant_headers: dict[str,
     assert error["details"]["allowed_methods"] == ["GET", "POST"]
 
 
+def test_a_trailing_slash_is_a_plain_404_not_a_redirect(
+    api: Any, tenant_headers: dict[str, str]
+) -> None:
+    """A redirect would build its Location from the client's Host header, and is a status
+    OpenAPI does not list: an unknown path is an unknown path."""
+    response = api.get("/runs/", headers=tenant_headers, follow_redirects=False)
+    assert_error(response, 404, "NOT_FOUND")
+    assert "location" not in response.headers
+
+
 def test_no_value_sent_comes_back_in_an_error(
     api: Any, tenant_headers: dict[str, str], tenant: int
 ) -> None:
