@@ -13,6 +13,8 @@ from typing import Any
 
 import click
 
+from pipeline.errors import InputError
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_TIMEOUT = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED = 130
 MAX_TENANT_ID = 2**63 - 1  # the tenant columns are BIGINT
@@ -142,8 +144,14 @@ def made_folder(ctx: click.Context, param: click.Parameter, path: Any) -> Any:
 
 
 def stages_option(value: str) -> list[str]:
-    """`crm_sync,export` as a list (checked by the core, which names what it expects)."""
-    return [stage.strip() for stage in value.split(",") if stage.strip()]
+    """`crm_sync,export` as a list (checked by the core, which names what it expects);
+    an empty name (`--then ,`, `crm_sync,,export`) is a typo, not "no stages"."""
+    if not value.strip():
+        return []
+    stages = [stage.strip() for stage in value.split(",")]
+    if not all(stages):
+        raise InputError("--then: a comma-separated list of stages such as crm_sync,export")
+    return stages
 
 
 def safe_url(url: str) -> str:
