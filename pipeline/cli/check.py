@@ -96,7 +96,27 @@ def dependency_report() -> tuple[list[str], int]:
     except sqlalchemy.exc.SQLAlchemyError as exc:
         failures += 1
         lines.append(f"FAIL  database {database}: {type(exc).__name__}")
-    return lines, failures
+    failed, line = secret_key_report()
+    return [*lines, line], failures + failed
+
+
+def secret_key_report() -> tuple[int, str]:
+    """PIPELINE_SECRET_KEY: unset is news (enrichment runs; CRM sync and ERP export cannot
+    read credentials), malformed a failure — said without showing a key."""
+    from pipeline.credentials import CredentialCipher
+    from pipeline.errors import SettingsError
+    from pipeline.settings import get_settings
+
+    if get_settings().pipeline_secret_key is None:
+        return 0, (
+            "--    PIPELINE_SECRET_KEY not set: CRM sync and ERP export cannot read "
+            "credentials (give every worker the same key)"
+        )
+    try:
+        CredentialCipher.from_settings()
+    except SettingsError as exc:
+        return 1, f"FAIL  {exc.message}"
+    return 0, "ok    PIPELINE_SECRET_KEY (credentials can be read)"
 
 
 def _reach(url: str) -> None:

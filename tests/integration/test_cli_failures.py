@@ -148,3 +148,18 @@ def test_check_reaches_an_amqp_broker_too() -> None:
     assert result.returncode == 3, result.stdout + result.stderr
     assert "FAIL  broker amqp://guest@127.0.0.1:1//: OperationalError" in result.stdout
     assert "ok    redis" in result.stdout and "Traceback" not in result.stderr
+
+
+@pytest.mark.usefixtures("integration_env")
+def test_check_says_whether_the_secret_key_can_read_credentials() -> None:
+    good = pipeline("check")
+    assert "ok    PIPELINE_SECRET_KEY" in good.stdout, good.stdout
+    bad_key = "not-a-fernet-key-but-a-secret-anyway"
+    bad = pipeline("check", env={**os.environ, "PIPELINE_SECRET_KEY": bad_key})
+    assert bad.returncode == 3, bad.stdout + bad.stderr
+    assert "FAIL  PIPELINE_SECRET_KEY: key 1 of 1 is not a Fernet key" in bad.stdout
+    assert bad_key not in bad.stdout + bad.stderr
+    unset = {k: v for k, v in os.environ.items() if k != "PIPELINE_SECRET_KEY"}
+    missing = pipeline("check", env=unset)
+    assert missing.returncode == 0, "enrichment runs without it: news, not a failure"
+    assert "--    PIPELINE_SECRET_KEY not set" in missing.stdout
