@@ -146,7 +146,9 @@ def main() -> None:
                     poster.join()
                 print(f"/health under posts: {percentiles(loaded)}")
                 print(f"posts answered: {dict(statuses)}")
-                p99 = statistics.quantiles(loaded, n=100)[98] / statistics.quantiles(idle, n=100)[98]
+                p99 = (
+                    statistics.quantiles(loaded, n=100)[98] / statistics.quantiles(idle, n=100)[98]
+                )
                 print(f"ratio /health p99 under posts / idle: {p99:.2f}")
             finally:
                 server.terminate()
