@@ -65,11 +65,12 @@ import redis
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script: make the repo's packages importable
 
+from pipeline.db.models import FINISHED_RUN_STATUSES  # noqa: E402
 from tests.support.processes import Worker, wait_until  # noqa: E402
 from tests.support.stack import environment, flushed_redis, simulator_process, throwaway_database  # noqa: E402
 
 NOOP = "bench.noop"  # registered by benchmarks/bench_app.py
-TERMINAL_RUN = {"succeeded", "degraded", "failed"}
+TERMINAL_RUN = set(FINISHED_RUN_STATUSES)
 POLL_S = 0.05
 CONTACT_VENDOR = "apify_linkedin"
 OTHER_LOAD_WARNING = 0.2  # cores kept busy by processes not ours: say the figures are noisy

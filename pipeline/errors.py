@@ -14,13 +14,19 @@ import email.utils
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pybreaker
-import requests
-import sqlalchemy.exc
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+if TYPE_CHECKING:
+    import requests
+
+    from pipeline.db.errors import DATABASE_ERRORS as DATABASE_ERRORS
+
+# Kept light on purpose (`import pipeline.errors` loads neither Celery nor SQLAlchemy, and
+# not `requests` either): everything imports this module. The classifier imports `requests`
+# when first called; DATABASE_ERRORS comes from `pipeline.db.errors` on first use.
 
 
 class PipelineError(Exception):
@@ -262,17 +268,21 @@ def error_code(error: BaseException) -> str:
     return type(error).__name__
 
 
-# Our own database dropping out (down, restarting, a connection cut): not the work's fault.
-DATABASE_ERRORS: tuple[type[Exception], ...] = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-)
+def __getattr__(name: str) -> Any:
+    """`DATABASE_ERRORS` on first use (PEP 562): it needs SQLAlchemy, this module does not."""
+    if name == "DATABASE_ERRORS":
+        from pipeline.db.errors import DATABASE_ERRORS
+
+        return DATABASE_ERRORS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def is_transient(error: BaseException) -> bool:
     """Worth another try later: a retryable vendor error, or our database dropping out."""
     if isinstance(error, VendorError):
         return error.retryable
+    from pipeline.db.errors import DATABASE_ERRORS
+
     return isinstance(error, DATABASE_ERRORS)
 
 
@@ -311,6 +321,8 @@ def classify(
     """
     if isinstance(outcome, VendorError):
         return outcome
+    import requests
+
     if isinstance(outcome, requests.HTTPError) and outcome.response is not None:
         outcome = outcome.response  # raise_for_status(): judge the response, not the raise
     if isinstance(outcome, requests.Response):
@@ -350,6 +362,9 @@ def _never_connected(error: requests.ConnectionError) -> bool:
     """Did this connection error happen before a request could go out (refused, DNS, TLS
     handshake, proxy)? Anything else — the connection cut while we waited for the answer —
     may have come after the vendor applied the request."""
+    import requests
+    from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
     if isinstance(error, requests.exceptions.SSLError | requests.exceptions.ProxyError):
         return True
     reason = error.args[0] if error.args else None

@@ -16,9 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from pipeline.db.engine import session_scope
-from pipeline.db.models import Run, RunStatus
-
-CLOSED = (RunStatus.SUCCEEDED, RunStatus.DEGRADED, RunStatus.FAILED)
+from pipeline.db.models import FINISHED_RUN_STATUSES, Run, RunStatus
 
 
 @dataclass(frozen=True)
@@ -49,7 +47,7 @@ def pipeline_state(first_run_id: uuid.UUID) -> PipelineState | None:
         chain = [first]
         while True:
             run = chain[-1]
-            if run.status not in CLOSED:
+            if run.status not in FINISHED_RUN_STATUSES:
                 return PipelineState(chain, settled=False)
             if not (run.options or {}).get("then"):
                 return PipelineState(chain, settled=True)

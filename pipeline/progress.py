@@ -32,10 +32,10 @@ from sqlalchemy import bindparam, exists, func, select, update
 from pipeline.db.engine import HINTS, engine_for, session_scope
 from pipeline.db.models import (
     OPEN_ITEM_STATUSES,
+    OPEN_RUN_STATUSES,
     ItemStatus,
     Run,
     RunItem,
-    RunStatus,
     aware,
     utcnow,
 )
@@ -43,7 +43,6 @@ from pipeline.settings import get_settings
 
 # Events kept in an item's history; older ones are dropped (the newest matter most).
 HISTORY_LIMIT = 30
-OPEN_RUNS = (RunStatus.PENDING, RunStatus.RUNNING)
 
 
 _MARK = (
@@ -148,7 +147,7 @@ def quiet_items(
         .where(
             RunItem.status.in_(OPEN_ITEM_STATUSES),
             RunItem.progress_at < before,
-            Run.status.in_(OPEN_RUNS),
+            Run.status.in_(OPEN_RUN_STATUSES),
         )
         .order_by(RunItem.progress_at)
         .limit(limit)

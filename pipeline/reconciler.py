@@ -43,11 +43,11 @@ from pipeline.breakers.restore import restore_open_breakers
 from pipeline.db.engine import engine_for, session_scope
 from pipeline.db.models import (
     OPEN_ITEM_STATUSES,
+    OPEN_RUN_STATUSES,
     ReconcilerMark,
     Run,
     RunItem,
     RunKind,
-    RunStatus,
     utcnow,
 )
 from pipeline.healing import Healer, HealReport
@@ -194,7 +194,7 @@ def close_finished_runs(now: datetime, *, tenant_id: int | None = None) -> int:
     """Close open runs none of whose items is open any more (their latch missed a count)."""
     open_item = exists().where(RunItem.run_id == Run.id, RunItem.status.in_(OPEN_ITEM_STATUSES))
     query = select(Run.id).where(
-        Run.status.in_((RunStatus.PENDING, RunStatus.RUNNING)),
+        Run.status.in_(OPEN_RUN_STATUSES),
         Run.created_at < now - timedelta(seconds=30),
         ~open_item,
     )

@@ -22,12 +22,21 @@ from sqlalchemy.orm import Session
 
 from pipeline import deferrals
 from pipeline.db.engine import joined, session_scope
-from pipeline.db.models import ItemStatus, Run, RunItem, RunKind, RunStatus, VendorCall, utcnow
+from pipeline.db.models import (
+    FINISHED_ITEM_STATUSES,
+    OPEN_RUN_STATUSES,
+    ItemStatus,
+    Run,
+    RunItem,
+    RunKind,
+    RunStatus,
+    VendorCall,
+    utcnow,
+)
 from pipeline.db.upsert import insert_for
 from pipeline.errors import InputError
 
 log = structlog.get_logger(__name__)
-TERMINAL = (ItemStatus.SUCCEEDED, ItemStatus.DEGRADED, ItemStatus.FAILED, ItemStatus.DEAD)
 # The `last_error_code` of an item a batch write refused and a single write then saved.
 RECOVERED = "BATCH_REJECTED"
 
@@ -191,7 +200,7 @@ def progress(run_id: uuid.UUID) -> tuple[int, int]:
     with session_scope() as session:
         done, total = session.execute(
             select(
-                func.count().filter(RunItem.status.in_(TERMINAL)),
+                func.count().filter(RunItem.status.in_(FINISHED_ITEM_STATUSES)),
                 func.count(),
             ).where(RunItem.run_id == run_id)
         ).one()
@@ -200,7 +209,9 @@ def progress(run_id: uuid.UUID) -> tuple[int, int]:
 
 def open_item_ids(run_id: uuid.UUID, *, only: Iterable[int] | None = None) -> list[int]:
     """The run's open items (among `only`, when given)."""
-    query = select(RunItem.id).where(RunItem.run_id == run_id, RunItem.status.not_in(TERMINAL))
+    query = select(RunItem.id).where(
+        RunItem.run_id == run_id, RunItem.status.not_in(FINISHED_ITEM_STATUSES)
+    )
     if only is not None:
         query = query.where(RunItem.id.in_(list(only)))
     with session_scope() as session:
@@ -289,7 +300,7 @@ def mark_item_finished(
             fenced.append(RunItem.generation == generation)
     run_id = session.scalar(
         update(RunItem)
-        .where(RunItem.id == item_id, RunItem.status.not_in(TERMINAL), *fenced)
+        .where(RunItem.id == item_id, RunItem.status.not_in(FINISHED_ITEM_STATUSES), *fenced)
         # its checkpoint served its purpose (and holds contacts' data): not kept
         .values(
             status=status,
@@ -323,7 +334,9 @@ def close_finished(run_id: uuid.UUID) -> bool:
         # can open an item between this count and the close
         session.get_one(Run, run_id, with_for_update=True)
         open_items = session.scalar(
-            select(func.count()).where(RunItem.run_id == run_id, RunItem.status.not_in(TERMINAL))
+            select(func.count()).where(
+                RunItem.run_id == run_id, RunItem.status.not_in(FINISHED_ITEM_STATUSES)
+            )
         )
         if open_items:
             return False
@@ -384,7 +397,7 @@ def _close(db: Session, run_id: uuid.UUID) -> Run | None:
     """The conditional UPDATE (`status` still open) lets exactly one caller close a run."""
     closed = db.execute(
         update(Run)
-        .where(Run.id == run_id, Run.status.in_((RunStatus.PENDING, RunStatus.RUNNING)))
+        .where(Run.id == run_id, Run.status.in_(OPEN_RUN_STATUSES))
         .values(**_summary(db, run_id), finished_at=utcnow())
     )
     if closed.rowcount != 1:  # type: ignore[attr-defined]

@@ -32,12 +32,19 @@ from sqlalchemy import select, update
 from pipeline import deferrals, runs
 from pipeline.companies import contact_ids_of_companies
 from pipeline.db.engine import session_scope
-from pipeline.db.models import Run, RunKind, RunStatus, aware, utcnow
+from pipeline.db.models import (
+    FINISHED_ITEM_STATUSES,
+    FINISHED_RUN_STATUSES,
+    Run,
+    RunKind,
+    RunStatus,
+    aware,
+    utcnow,
+)
 from pipeline.errors import DependencyUnavailableError, InputError
 from pipeline.reopening import reopen_items
 
 log = structlog.get_logger(__name__)
-CLOSED = (RunStatus.SUCCEEDED, RunStatus.DEGRADED, RunStatus.FAILED)
 
 
 def start_next_stage(run_id: uuid.UUID) -> None:
@@ -111,13 +118,15 @@ def feed_followers(source: runs.RunView) -> int:
             stale = [
                 item.id
                 for item in stage.items
-                if item.status in runs.TERMINAL
+                if item.status in FINISHED_ITEM_STATUSES
                 and item.item_key in healed_at
                 and aware(healed_at[item.item_key]) > aware(item.updated_at)
             ]
         have = {item.item_key for item in stage.items}
         added = runs.add_items(stage.run.id, [key for key in wanted if key not in have])
-        reopened = reopen_items(stage.run.id, stale, statuses=runs.TERMINAL, event="source_changed")
+        reopened = reopen_items(
+            stage.run.id, stale, statuses=FINISHED_ITEM_STATUSES, event="source_changed"
+        )
         if added or reopened:
             log.info(
                 "pipeline.stage_fed", run_id=str(stage.run.id), added=added, reopened=len(reopened)
@@ -165,7 +174,7 @@ def sweep_pipelines(
             run_id
             for run_id, options in session.execute(
                 select(Run.id, Run.options).where(
-                    Run.status.in_(CLOSED),
+                    Run.status.in_(FINISHED_RUN_STATUSES),
                     Run.handed_off_at.is_(None),
                     Run.finished_at < cutoff,
                     *tenant,

@@ -40,7 +40,7 @@ import structlog
 from pipeline import runs
 from pipeline.companies import contacts_by_id
 from pipeline.crm_tokens import AuthRequiredError
-from pipeline.db.models import ItemStatus, RunItem
+from pipeline.db.models import FINISHED_ITEM_STATUSES, ItemStatus, RunItem
 from pipeline.deferrals import is_passing
 from pipeline.errors import (
     CircuitOpenError,
@@ -215,7 +215,7 @@ def sync_run(
         limited_since=limited_since,
         tenant_id=view.run.tenant_id,
         source_run_id=view.run.parent_run_id,
-        items=[i for i in view.items if i.status not in runs.TERMINAL],
+        items=[i for i in view.items if i.status not in FINISHED_ITEM_STATUSES],
         client=registry.crm(),
         limiter=TenantRateLimiter(
             redis_for(settings.redis_url),

@@ -21,7 +21,7 @@ import structlog
 
 from pipeline import runs
 from pipeline.companies import companies_by_id, contacts_of
-from pipeline.db.models import ItemStatus
+from pipeline.db.models import FINISHED_ITEM_STATUSES, ItemStatus
 from pipeline.deferrals import is_passing
 from pipeline.errors import (
     CircuitOpenError,
@@ -166,7 +166,7 @@ def export_run(self: ResilientTask, run_id: str) -> int:
 def _export(
     policy: RetryPolicy, run_id: str, tenant: int, items: list[Any], lease: Lease | Unleased
 ) -> int:
-    open_items = [i for i in items if i.status not in runs.TERMINAL]
+    open_items = [i for i in items if i.status not in FINISHED_ITEM_STATUSES]
     if not open_items:  # a repeated delivery of a finished export: nothing to write
         return 0
     companies = companies_by_id(tenant, [int(i.item_key.split(":")[1]) for i in open_items])

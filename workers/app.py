@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import click
 from celery import Celery
 from kombu import Exchange, Queue
 
@@ -91,14 +92,30 @@ def create_app(settings: Settings | None = None) -> Celery:
     return app
 
 
+def _loaded_by_celery_command_line() -> bool:
+    """Is Celery's own command line (`celery -A workers.app worker|beat|flower`) importing
+    us? It turns any exception raised while loading `-A` into a traceback."""
+    context = click.get_current_context(silent=True)
+    if context is None:
+        return False
+    callback = context.find_root().command.callback
+    return getattr(callback, "__module__", None) == "celery.bin.celery"
+
+
 try:
     app = create_app()
-    # The product's one app, also for threads that never had it set as current (an in-process
-    # worker's pool threads): otherwise a chain's next step is sent through Celery's default
-    # app, to its default broker.
-    app.set_default()
-except SettingsError as exc:  # a bad environment: say which variable, not a traceback
-    print(f"pipeline worker: {exc}", file=sys.stderr)
-    raise SystemExit(2) from None
+except SettingsError as exc:
+    # Importing raises the product's SettingsError (naming the variable), which the
+    # `pipeline` command line and any other caller handle. Only when Celery's command line
+    # is starting a worker, beat or Flower from us does a bad environment end the command:
+    # one line and exit 2 instead of Celery's traceback.
+    if _loaded_by_celery_command_line():
+        print(f"pipeline worker: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    raise
+# The product's one app, also for threads that never had it set as current (an in-process
+# worker's pool threads): otherwise a chain's next step is sent through Celery's default
+# app, to its default broker.
+app.set_default()
 
 import workers.signals  # noqa: E402,F401  (hooks logging, correlation ids, fork safety)

@@ -47,7 +47,7 @@ from celery.exceptions import Ignore, Reject
 from kombu.exceptions import OperationalError as BrokerUnreachable
 
 from pipeline import metrics
-from pipeline.db.models import OPEN_ITEM_STATUSES
+from pipeline.db.models import FINISHED_ITEM_STATUSES, OPEN_ITEM_STATUSES
 from pipeline.errors import (
     DATABASE_ERRORS,
     InputError,
@@ -229,7 +229,7 @@ class RunTask(ResilientTask):
         try:
             view = runs.get_run(uuid.UUID(str(args[0])))
             for item in view.items if view else []:
-                if item.status not in runs.TERMINAL:
+                if item.status not in FINISHED_ITEM_STATUSES:
                     runs.finish_item(item.id, ItemStatus.DEAD, [f"STEP_ERROR:{code}"])
         except Exception as error:  # the database itself is gone: the DLQ (issue 5) takes over
             log.error("run.not_recorded_dead", run_id=str(args[0]), error=type(error).__name__)

@@ -274,9 +274,9 @@ def wait_for_stages(run_ids: dict[str, uuid.UUID], deadline: float) -> dict[str,
     from sqlalchemy import or_, select
 
     from pipeline.db.engine import session_scope
+    from pipeline.db.models import FINISHED_RUN_STATUSES as closed
     from pipeline.db.models import Run
 
-    closed = ("succeeded", "degraded", "failed")
     while True:
         with session_scope() as session:
             pipelines = {
@@ -300,7 +300,8 @@ def wait_for_stages(run_ids: dict[str, uuid.UUID], deadline: float) -> dict[str,
 
 
 def finished(run_ids: dict[str, uuid.UUID]) -> bool:
+    from pipeline.db.models import FINISHED_RUN_STATUSES
     from pipeline.runs import get_run
 
     views = [get_run(run_id) for run_id in run_ids.values()]
-    return all(v is not None and v.run.status in ("succeeded", "degraded", "failed") for v in views)
+    return all(v is not None and v.run.status in FINISHED_RUN_STATUSES for v in views)

@@ -41,6 +41,7 @@ def wait_for_pipeline(
     stderr)."""
     from pipeline.cli.check import live_workers
     from pipeline.cli.render import console as render_console
+    from pipeline.db.models import FINISHED_RUN_STATUSES
     from pipeline.pipeline_state import pipeline_state
 
     console = console or render_console()
@@ -63,7 +64,7 @@ def wait_for_pipeline(
             if run.id not in announced and not quiet:
                 announced.add(run.id)
                 click.echo(f"stage {number}: {run.kind} run {run.id} ({run.status})")
-            finished = run.status in ("succeeded", "degraded", "failed")
+            finished = run.status in FINISHED_RUN_STATUSES
             if finished and run.id not in shown and not quiet:
                 shown.add(run.id)
                 show_run(console, run.id)

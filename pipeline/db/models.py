@@ -73,6 +73,18 @@ class ItemStatus(StrEnum):
     DEAD = "dead"
 
 
+# The one spelling of "still going" and "closed" for runs and items; nothing else lists them.
+OPEN_RUN_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING)
+FINISHED_RUN_STATUSES = (RunStatus.SUCCEEDED, RunStatus.DEGRADED, RunStatus.FAILED)
+OPEN_ITEM_STATUSES = (ItemStatus.PENDING, ItemStatus.QUEUED, ItemStatus.RUNNING)
+FINISHED_ITEM_STATUSES = (
+    ItemStatus.SUCCEEDED,
+    ItemStatus.DEGRADED,
+    ItemStatus.FAILED,
+    ItemStatus.DEAD,
+)
+
+
 class Run(Base):
     __tablename__ = "runs"
 
@@ -171,9 +183,6 @@ class RunItem(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
-
-
-OPEN_ITEM_STATUSES = (ItemStatus.PENDING, ItemStatus.QUEUED, ItemStatus.RUNNING)
 
 
 class DeferralStatus(StrEnum):

@@ -37,11 +37,14 @@ class ErpDatabaseMissingError(VendorClientError):
 
 
 class ErpFieldRejectedError(VendorClientError):
-    """The ERP refuses a field (an older Odoo, a module not installed)."""
+    """The ERP refuses a field (an older Odoo, a module not installed).
+
+    `field` has a default so the error can be rebuilt from its message alone, as pickle
+    (prefork results) and Celery (stored exceptions) do."""
 
     code = "ERP_FIELD_REJECTED"
 
-    def __init__(self, message: str, *, field: str, **kw: Any) -> None:
+    def __init__(self, message: str, *, field: str = "", **kw: Any) -> None:
         super().__init__(message, **kw)
         self.field = field
 

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import event
 
 from pipeline.api_keys import create_api_key, revoke_api_key
-from pipeline.db.models import DeferralStatus, ItemStatus
+from pipeline.db.models import FINISHED_RUN_STATUSES, DeferralStatus, ItemStatus
 from pipeline.simulator import Simulator
 from tests.integration.test_enrichment import company
 from tests.integration.test_pipelines import ready_tenant
@@ -28,7 +28,7 @@ from tests.integration.test_runs_show import (
 from tests.support.processes import Worker, wait_until
 from tests.support.stack import environment
 
-DONE = {"succeeded", "degraded", "failed"}
+DONE = set(FINISHED_RUN_STATUSES)
 ERROR_KEYS = {
     "error",
     "status_code",

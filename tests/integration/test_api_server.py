@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import requests
 
+from pipeline.db.models import FINISHED_RUN_STATUSES
 from tests.integration.test_cli import pipeline
 from tests.support.processes import REPO, free_port, wait_until
 from tests.support.stack import environment
@@ -102,7 +103,7 @@ def test_a_web_app_enqueues_over_http_and_reads_the_finished_run(
 
     def finished() -> dict[str, Any] | None:
         run: dict[str, Any] = requests.get(location, headers=headers, timeout=10).json()
-        return run if run["status"] in ("succeeded", "degraded", "failed") else None
+        return run if run["status"] in FINISHED_RUN_STATUSES else None
 
     run = wait_until(finished, timeout=60, interval=0.1, what="the run to finish")
     assert run["status"] == "succeeded" and run["items"][0]["status"] == "succeeded"

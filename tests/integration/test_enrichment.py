@@ -16,13 +16,19 @@ from pipeline import enqueue_enrichment, runs
 from pipeline.breakers import breaker_for
 from pipeline.companies import contacts_of
 from pipeline.db.engine import session_scope
-from pipeline.db.models import Company, RunKind, VendorCall
+from pipeline.db.models import (
+    FINISHED_ITEM_STATUSES,
+    FINISHED_RUN_STATUSES,
+    Company,
+    RunKind,
+    VendorCall,
+)
 from pipeline.errors import InputError
 from pipeline.simulator import Simulator
 from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.usefixtures("worker")
-TERMINAL_RUN = {"succeeded", "degraded", "failed"}
+TERMINAL_RUN = set(FINISHED_RUN_STATUSES)
 
 
 def finished(run_id: uuid.UUID, timeout: float = 60) -> runs.RunView:
@@ -205,7 +211,7 @@ def test_no_item_is_lost_even_when_every_vendor_fails(simulator: Simulator, tena
         simulator.set_fault(vendor=vendor, tenant=tenant, status=503)
     submitted = [company(n, tenant) for n in range(8)] + [{}]
     view = finished(enqueue_enrichment(tenant, submitted, options={"enable_lusha_fallback": True}))
-    terminal = [i for i in view.items if i.status in {"succeeded", "degraded", "failed", "dead"}]
+    terminal = [i for i in view.items if i.status in FINISHED_ITEM_STATUSES]
     assert len(terminal) == len(submitted)
     assert view.run.status == "degraded"
     assert all(r for r in reasons(view))

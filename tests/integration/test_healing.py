@@ -22,7 +22,14 @@ from pipeline.breakers import breaker_for, factory
 from pipeline.breakers.contract import OPEN
 from pipeline.db.breaker_events import breaker_events
 from pipeline.db.engine import session_scope
-from pipeline.db.models import Deferral, ItemStatus, ReconcilerMark, Run, RunItem
+from pipeline.db.models import (
+    FINISHED_ITEM_STATUSES,
+    Deferral,
+    ItemStatus,
+    ReconcilerMark,
+    Run,
+    RunItem,
+)
 from pipeline.enqueue import enqueue_enrichment
 from pipeline.reopening import reopen_items
 from pipeline.replay import replay_run
@@ -221,7 +228,7 @@ def test_a_replayed_item_reaches_the_stages_that_followed(
     assert len(simulator.erp_partners(tenant)) == 3
     # one item had died before the export: what the export would have lacked
     item = runs.get_run(first).items[0]  # type: ignore[union-attr]
-    reopen_items(first, [item.id], statuses=runs.TERMINAL)
+    reopen_items(first, [item.id], statuses=FINISHED_ITEM_STATUSES)
     runs.finish_item(item.id, ItemStatus.DEAD, ["DEAD_LETTER:WORKER_LOST"])
     with session_scope() as session:
         session.execute(

@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 from pipeline import enqueue_enrichment, runs
 from pipeline.credentials import put_credential
 from pipeline.db.engine import session_scope
-from pipeline.db.models import Run, RunKind, utcnow
+from pipeline.db.models import FINISHED_RUN_STATUSES, Run, RunKind, utcnow
 from pipeline.errors import InputError
 from pipeline.simulator import Simulator
 from pipeline.stages import start_next_stage, sweep_pipelines
@@ -19,7 +19,7 @@ from tests.integration.test_enrichment import company, finished
 from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.usefixtures("worker")
-DONE = {"succeeded", "degraded", "failed"}
+DONE = set(FINISHED_RUN_STATUSES)
 
 
 def stages_of(first: uuid.UUID, count: int) -> dict[str, Run]:

@@ -46,10 +46,36 @@ def _run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
     [("RETRY_MAX_ATTEMPTS", "abc"), ("CB_ERROR_THRESHOLD", "0"), ("CB_VENDOR_OVERRIDES", "{")],
 )
 def test_a_bad_setting_stops_the_worker_naming_the_variable(variable: str, value: str) -> None:
-    proc = _run([sys.executable, "-c", "import workers.app"], **{variable: value})
+    """`celery -A workers.app worker` ends with one line and exit 2, before any broker."""
+    proc = _run(
+        [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--pool", "solo"],
+        **{variable: value},
+    )
     assert proc.returncode == 2
     assert variable in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+IMPORT_THE_APP = """
+from pipeline.errors import SettingsError
+try:
+    import workers.app
+except SettingsError as exc:
+    print("SettingsError:", exc)
+"""
+
+
+@pytest.mark.parametrize(("variable", "value"), [("RETRY_MAX_ATTEMPTS", "abc")])
+def test_importing_the_app_with_a_bad_setting_raises_settings_error(
+    variable: str, value: str
+) -> None:
+    """An import never ends the process (no SystemExit): the caller gets the product's
+    SettingsError, naming the variable, to handle as it sees fit."""
+    proc = _run([sys.executable, "-c", IMPORT_THE_APP], **{variable: value})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("SettingsError:"), proc.stdout
+    assert variable in proc.stdout
 
 
 def test_a_bad_setting_stops_the_cli_naming_the_variable() -> None:

@@ -1,21 +1,26 @@
 from __future__ import annotations
 
+import ast
 import calendar
 import email.utils
+import importlib
 import os
+import pickle
+import pkgutil
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pybreaker
 import pytest
 import requests
 
+import pipeline
 from pipeline import errors
 from pipeline.errors import (
     CircuitOpenError,
     PipelineError,
     RetriesExhaustedError,
-    SettingsError,
     VendorAuthError,
     VendorClientError,
     VendorConnectionError,
@@ -30,6 +35,7 @@ from pipeline.errors import (
     raise_for_vendor,
 )
 
+REPO = Path(__file__).resolve().parents[2]
 SECRET_URL = "http://x/path?api_key=SECRET"
 
 
@@ -233,19 +239,40 @@ def test_exception_error_message_omits_query_string(exc: requests.RequestExcepti
 
 # --- codes and flags --------------------------------------------------------------------
 
-ALL_CLASSES = [
-    PipelineError,
-    SettingsError,
-    VendorError,
-    VendorAuthError,
-    VendorRateLimitError,
-    VendorServerError,
-    VendorTimeoutError,
-    VendorConnectionError,
-    VendorClientError,
-    CircuitOpenError,
-    RetriesExhaustedError,
-]
+
+def _every_core_module() -> None:
+    """Import all of `pipeline` (not the workers' and tasks' modules: importing those hooks
+    Celery signals into this process), so an error class defined anywhere in it is seen."""
+    for module in pkgutil.walk_packages(pipeline.__path__, "pipeline."):
+        if not module.name.endswith(".__main__"):  # `python -m` entry points run
+            importlib.import_module(module.name)
+
+
+def _taxonomy(root: type[PipelineError]) -> list[type[PipelineError]]:
+    found: dict[type[PipelineError], None] = {root: None}
+    for sub in root.__subclasses__():
+        found.update(dict.fromkeys(_taxonomy(sub)))
+    return list(found)
+
+
+_every_core_module()
+# Derived, not listed: a new error class cannot be left out of the checks below.
+ALL_CLASSES = sorted(_taxonomy(PipelineError), key=lambda cls: cls.__name__)
+
+
+def test_the_taxonomy_walk_finds_classes_beyond_this_modules_imports() -> None:
+    names = {cls.__name__ for cls in ALL_CLASSES}
+    assert {"ErpFieldRejectedError", "AuthRequiredError", "VendorPacedError"} <= names
+
+
+def test_workers_and_tasks_define_no_error_class_of_their_own() -> None:
+    """They are not imported above; an error class belongs in the core anyway."""
+    names = {cls.__name__ for cls in ALL_CLASSES}
+    for source in [*(REPO / "workers").glob("*.py"), *(REPO / "tasks").glob("*.py")]:
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.ClassDef):
+                bases = {getattr(base, "id", getattr(base, "attr", "")) for base in node.bases}
+                assert not bases & names, f"{source.name}: {node.name}"
 
 
 def test_every_error_class_has_a_distinct_code() -> None:
@@ -254,19 +281,51 @@ def test_every_error_class_has_a_distinct_code() -> None:
 
 
 def test_error_codes_are_stable() -> None:
+    """Codes are stored in items and dead letters and shown by the API: a new class adds
+    its line here; an existing line never changes."""
     assert {cls.__name__: cls.code for cls in ALL_CLASSES} == {
+        "AlreadyReplayedError": "ALREADY_REPLAYED",
+        "AuthRequiredError": "AUTH_REQUIRED",
+        "BulkheadFullError": "BULKHEAD_FULL",
+        "CircuitOpenError": "CIRCUIT_OPEN",
+        "DependencyUnavailableError": "DEPENDENCY_UNAVAILABLE",
+        "ErpDatabaseMissingError": "ERP_DB_MISSING",
+        "ErpFieldRejectedError": "ERP_FIELD_REJECTED",
+        "ForbiddenError": "FORBIDDEN",
+        "InputError": "INVALID_INPUT",
+        "LeaseLostError": "LEASE_LOST",
+        "NotFoundError": "NOT_FOUND",
         "PipelineError": "PIPELINE_ERROR",
+        "RetriesExhaustedError": "RETRIES_EXHAUSTED",
         "SettingsError": "SETTINGS_INVALID",
-        "VendorError": "VENDOR_ERROR",
+        "TenantRateExceededError": "TENANT_RATE_EXCEEDED",
+        "TokenLockBusyError": "TOKEN_LOCK_BUSY",
+        "UnauthorizedError": "UNAUTHORIZED",
         "VendorAuthError": "AUTH_FAILED",
+        "VendorBadResponseError": "BAD_RESPONSE",
+        "VendorClientError": "CLIENT_ERROR",
+        "VendorConnectionError": "CONNECTION_FAILED",
+        "VendorError": "VENDOR_ERROR",
+        "VendorPacedError": "PACED",
         "VendorRateLimitError": "RATE_LIMITED",
         "VendorServerError": "SERVER_ERROR",
         "VendorTimeoutError": "TIMEOUT",
-        "VendorConnectionError": "CONNECTION_FAILED",
-        "VendorClientError": "CLIENT_ERROR",
-        "CircuitOpenError": "CIRCUIT_OPEN",
-        "RetriesExhaustedError": "RETRIES_EXHAUSTED",
     }
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda cls: cls.__name__)
+def test_every_error_survives_pickle_and_a_rebuild_from_its_message(
+    cls: type[PipelineError],
+) -> None:
+    """Prefork workers pickle a task's exception to the parent; Celery rebuilds stored
+    exceptions as `cls(*args)`: each class must come back with its code and message."""
+    error = cls("what went wrong")
+    for rebuilt in (pickle.loads(pickle.dumps(error)), cls(*error.args)):
+        assert type(rebuilt) is cls
+        assert rebuilt.code == cls.code
+        assert str(rebuilt) == "what went wrong"
+    assert 400 <= cls.http_status < 600
+    assert (cls.__doc__ or "").strip(), "say why the error exists"
 
 
 @pytest.mark.parametrize(

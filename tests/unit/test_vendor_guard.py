@@ -46,8 +46,10 @@ class Recorder:
         self.calls.append(call)
 
 
-def guard(recorder: Recorder, slots: Any = None) -> VendorGuard:
-    breakers = BreakerFactory(None, load_settings(), sinks=())
+def guard(
+    recorder: Recorder, slots: Any = None, breakers: BreakerFactory | None = None
+) -> VendorGuard:
+    breakers = breakers or BreakerFactory(None, load_settings(), sinks=())
     return VendorGuard(breakers=breakers, slots=slots, record=recorder)
 
 
@@ -90,9 +92,14 @@ def test_a_full_bulkhead_is_neutral_and_not_a_call() -> None:
         raise BulkheadFullError("busy", vendor=vendor)
         yield
 
-    vendor_guard = guard(recorder, slots=full)
-    for _ in range(5):
+    breakers = BreakerFactory(None, load_settings(), sinks=())
+    threshold = breakers.settings.breaker_config("crm").error_threshold
+    vendor_guard = guard(recorder, slots=full, breakers=breakers)
+    for _ in range(threshold + 2):  # more refusals than failures would open the breaker
         with pytest.raises(BulkheadFullError):
             vendor_guard.call(1, "crm", lambda: "never called")
     assert recorder.calls == []
-    assert guard(Recorder()).call(1, "crm", lambda: "breaker still closed") is not None
+    assert breakers(1, "crm").current_state == "closed"
+    # The same breaker, slots free again: the next call reaches the vendor.
+    assert guard(recorder, breakers=breakers).call(1, "crm", lambda: "reached") == "reached"
+    assert [c["ok"] for c in recorder.calls] == [True]
