@@ -284,3 +284,14 @@ def test_a_body_declared_too_big_is_413_before_it_is_sent(server: ApiServer) -> 
         status, headers, body = exchange(sock, head)
     assert status == 413 and headers["connection"] == "close"
     assert assert_error_body(body, 413, "BODY_TOO_LARGE")["details"] == {"limit_bytes": 1_048_576}
+
+
+def test_a_port_in_use_is_one_line_and_exit_3(server: ApiServer) -> None:
+    """What a second `pipeline api` on the same port says: one line, before start-up."""
+    second = pipeline("api", "--port", str(server.port))
+    assert second.returncode == 3, second.stdout + second.stderr
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert f"cannot listen on port {server.port}" in lines[0] and "--port" in lines[0]
+    assert second.stdout == ""
+    assert requests.get(f"{server.url}/health", timeout=5).status_code == 200
