@@ -5,30 +5,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-import pytest
-
 from pipeline.api_keys import create_api_key
 from pipeline.breakers import breaker_for
 from pipeline.db.breaker_events import breaker_events
-from pipeline.errors import VendorServerError
 from pipeline.settings import get_settings
 from pipeline.vendors.registry import GUARDED_VENDORS
-from tests.integration.test_api_runs import assert_error
-
-
-def fail(tenant: int, vendor: str, times: int = 1) -> None:
-    """Failed calls through the tenant's breaker, as production makes them."""
-
-    def failing() -> None:
-        raise VendorServerError("503", vendor=vendor)
-
-    for _ in range(times):
-        with pytest.raises(VendorServerError):
-            breaker_for(tenant, vendor).call(failing)
-
-
-def trip(tenant: int, vendor: str) -> None:
-    fail(tenant, vendor, get_settings().cb_error_threshold)
+from tests.support.api import assert_error
+from tests.support.breakers import fail, trip
 
 
 def test_a_tenant_sees_each_vendors_breaker_with_state_failures_and_times(

@@ -8,9 +8,9 @@ import pytest
 
 from pipeline.api_keys import create_api_key
 from pipeline.simulator import Simulator
-from tests.integration.test_api_runs import assert_error, finished_run
-from tests.integration.test_crm_sync import enriched, external_ids
-from tests.integration.test_dead_letters import entry_for, fetch
+from tests.support.api import assert_error, finished_run
+from tests.support.crm import enriched, external_ids
+from tests.support.dead_letters import entry_for, fetch
 from tests.support.vendor_stub import VendorStub
 
 pytestmark = pytest.mark.usefixtures("worker")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.integration.test_api_runs import assert_error, enrich
+from tests.support.api import assert_error, enrich
 from tests.support.api_with_a_fault import app_with_a_fault
 from tests.support.stack import environment
 

@@ -31,7 +31,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.integration.test_api_server import ApiServer, create_key
+from tests.support.api_server import ApiServer, create_key
 
 MAX_EXAMPLES = 25
 CHECKS = [

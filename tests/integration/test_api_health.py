@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from pipeline.api import create_app
 from pipeline.health import DependencyHealth
 from pipeline.vendors.registry import GUARDED_VENDORS
-from tests.integration.test_api_breakers import trip
-from tests.integration.test_api_runs import assert_error
+from tests.support.api import assert_error
+from tests.support.breakers import trip
 from tests.support.clock import FakeClock
 from tests.support.processes import PrivateRedis, wait_until
 from tests.support.stack import environment

@@ -21,7 +21,7 @@ from pipeline.api_keys import STALE_MAX_S, KeyCache, authenticate, create_api_ke
 from pipeline.db.engine import dispose_engines
 from pipeline.db.migrate import upgrade
 from pipeline.health import DependencyHealth
-from tests.integration.test_api_runs import assert_error
+from tests.support.api import assert_error
 from tests.support.clock import FakeClock
 from tests.support.processes import PrivatePostgres, wait_until
 from tests.support.stack import environment

@@ -11,11 +11,12 @@ import pytest
 from sqlalchemy import event
 
 from pipeline.api_keys import create_api_key, revoke_api_key
-from pipeline.db.models import FINISHED_RUN_STATUSES, DeferralStatus, ItemStatus
+from pipeline.db.models import DeferralStatus, ItemStatus
 from pipeline.simulator import Simulator
-from tests.integration.test_enrichment import company
-from tests.integration.test_pipelines import ready_tenant
-from tests.integration.test_runs_show import (
+from tests.support.api import assert_error, enrich, finished_run
+from tests.support.processes import Worker, wait_until
+from tests.support.runs import company
+from tests.support.seeded_runs import (
     SECRET,
     aftercare_run,
     at,
@@ -25,43 +26,8 @@ from tests.integration.test_runs_show import (
     with_secrets,
     write_item,
 )
-from tests.support.processes import Worker, wait_until
 from tests.support.stack import environment
-
-DONE = set(FINISHED_RUN_STATUSES)
-ERROR_KEYS = {
-    "error",
-    "status_code",
-    "message",
-    "details",
-    "error_code",
-    "correlation_id",
-    "timestamp",
-}
-
-
-def finished_run(api: Any, headers: dict[str, str], run_id: str) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        body = api.get(f"/runs/{run_id}", headers=headers).json()
-        return body if body["status"] in DONE else None
-
-    return wait_until(done, timeout=60, interval=0.1, what=f"run {run_id} to finish")  # type: ignore[no-any-return]
-
-
-def enrich(api: Any, headers: dict[str, str], companies: list[Any], **extra: Any) -> Any:
-    return api.post(
-        "/runs", json={"kind": "enrichment", "companies": companies, **extra}, headers=headers
-    )
-
-
-def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
-    body: dict[str, Any] = response.json()
-    assert response.status_code == status, body
-    assert set(body) == ERROR_KEYS and body["error"] is True
-    assert (body["status_code"], body["error_code"]) == (status, code)
-    assert body["correlation_id"] == response.headers["X-Correlation-ID"]
-    assert "Traceback" not in response.text
-    return body
+from tests.support.tenants import ready_tenant
 
 
 @pytest.mark.usefixtures("worker")

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,58 +16,10 @@ import pytest
 import requests
 
 from pipeline.db.models import FINISHED_RUN_STATUSES
-from tests.integration.test_cli import pipeline
-from tests.support.processes import REPO, free_port, wait_until
+from tests.support.api_server import ApiServer, create_key
+from tests.support.cli import pipeline
+from tests.support.processes import wait_until
 from tests.support.stack import environment
-
-
-class ApiServer:
-    """`pipeline api` (or, given `command`, another module serving through
-    `pipeline.api.server.serve`, its last argument the port) on a free loopback port."""
-
-    def __init__(self, log_path: Path, command: tuple[str, ...] = ()) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self._log = open(log_path, "w")  # noqa: SIM115 (closed in stop())
-        port = str(self.port)
-        args = [*command, port] if command else ["pipeline.cli", "api", "--port", port]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", *args],
-            cwd=REPO,
-            env=dict(os.environ),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        wait_until(self._answers, timeout=30, what="pipeline api to answer")
-
-    def _answers(self) -> bool:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"pipeline api exited:\n{self.log_path.read_text()[-3000:]}")
-        try:
-            return requests.get(f"{self.url}/health", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    def log_lines(self) -> list[dict[str, Any]]:
-        self._log.flush()
-        lines = []
-        for line in self.log_path.read_text().splitlines():
-            try:
-                lines.append(json.loads(line))
-            except ValueError:
-                continue
-        return lines
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-        self._log.close()
 
 
 @pytest.fixture
@@ -80,12 +29,6 @@ def server(integration_env: dict[str, str], tmp_path: Path) -> Iterator[ApiServe
         yield started
     finally:
         started.stop()
-
-
-def create_key(*args: str) -> str:
-    result = pipeline("apikeys", "create", *args)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.splitlines()[0]
 
 
 @pytest.mark.usefixtures("worker")

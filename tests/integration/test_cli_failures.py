@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from tests.integration.test_cli import csv_file, pipeline
+from tests.support.cli import csv_file, pipeline
 from tests.support.stack import throwaway_database
 
 

@@ -11,13 +11,14 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, update
+from sqlalchemy import update
 
 from pipeline.db.engine import session_scope
 from pipeline.db.models import Run, RunItem, RunKind, RunStatus, utcnow
 from pipeline.runs import create_run
 from pipeline.settings import get_settings
-from tests.integration.test_cli import pipeline
+from tests.support.cli import pipeline
+from tests.support.runs import delete_runs_of
 
 pytestmark = pytest.mark.usefixtures("integration_env", "forget_runs")
 
@@ -28,11 +29,6 @@ def forget_runs(tenant: int) -> Iterator[None]:
     pass in a later test finds them to re-drive."""
     yield
     delete_runs_of(tenant, tenant + 1)
-
-
-def delete_runs_of(*tenants: int) -> None:
-    with session_scope() as session:
-        session.execute(delete(Run).where(Run.tenant_id.in_(tenants)))
 
 
 def listed(*args: str) -> list[dict[str, Any]]:

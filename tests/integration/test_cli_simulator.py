@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.integration.test_cli import PIPELINE_SCRIPT, pipeline
+from tests.support.cli import PIPELINE_SCRIPT, pipeline
 from tests.support.processes import REPO
 
 

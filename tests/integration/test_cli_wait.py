@@ -14,10 +14,10 @@ import redis
 
 from pipeline.credentials import put_credential
 from pipeline.simulator import Simulator
-from tests.integration.test_cli import csv_file, pipeline
-from tests.integration.test_cli_runs import delete_runs_of
-from tests.integration.test_pipelines import ready_tenant
+from tests.support.cli import csv_file, pipeline
+from tests.support.runs import delete_runs_of
 from tests.support.stack import own_redis_url
+from tests.support.tenants import ready_tenant
 
 RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 

@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from sqlalchemy import select
 
-from pipeline import enqueue_crm_sync, enqueue_enrichment
-from pipeline.companies import contact_ids_of_companies
+from pipeline import enqueue_crm_sync
 from pipeline.credentials import get_credential, put_credential
-from pipeline.db.engine import session_scope
-from pipeline.db.models import VendorCall
 from pipeline.settings import get_settings
 from pipeline.simulator import Simulator
-from tests.integration.test_enrichment import company, finished, reasons
+from tests.support.crm import SECRET, crm_calls, enriched, external_ids
+from tests.support.runs import finished, reasons
 
 pytestmark = pytest.mark.usefixtures("worker")
-SECRET = "crm-secret-value"
-
-
-def enriched(simulator: Simulator, tenant: int, n: int = 3) -> Any:
-    simulator.register_crm_client(tenant, f"client-{tenant}", SECRET)
-    put_credential(tenant, "crm", {"client_id": f"client-{tenant}", "client_secret": SECRET})
-    return finished(enqueue_enrichment(tenant, [company(i, tenant) for i in range(n)]))
-
-
-def external_ids(tenant: int, source: Any) -> list[str]:
-    companies = [int(i.item_key.split(":")[1]) for i in source.items]
-    return [f"pipeline:{tenant}:{cid}" for cid in contact_ids_of_companies(tenant, companies)]
 
 
 def test_every_contact_is_written_once_even_when_synced_again(
@@ -85,16 +68,6 @@ def test_refused_credentials_stop_the_sync_with_auth_required(
     assert view.run.status == "failed"
     assert {r for item in reasons(view) for r in item} == {"AUTH_REQUIRED"}
     assert simulator.crm_contacts(tenant) == []
-
-
-def crm_calls(run_id: Any) -> list[VendorCall]:
-    with session_scope() as session:
-        rows = session.scalars(
-            select(VendorCall)
-            .where(VendorCall.run_id == run_id, VendorCall.vendor == "crm")
-            .order_by(VendorCall.at)
-        )
-        return list(rows)
 
 
 def test_a_crm_that_fails_for_a_while_is_retried_later_and_every_record_lands_once(

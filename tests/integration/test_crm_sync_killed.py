@@ -26,8 +26,8 @@ from pipeline.credentials import put_credential
 from pipeline.db.models import RunKind
 from pipeline.settings import load_settings
 from pipeline.simulator import Simulator
-from tests.integration.test_enrichment import company, finished
 from tests.support.processes import Worker, wait_until
+from tests.support.runs import company, finished
 from tests.support.stack import own_redis_url
 from workers.app import create_app
 

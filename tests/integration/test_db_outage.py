@@ -20,8 +20,8 @@ from pipeline import runs
 from pipeline.db.migrate import upgrade
 from pipeline.settings import load_settings
 from pipeline.simulator import Simulator
-from tests.integration.test_reconciler import unsent_run
 from tests.support.processes import PrivatePostgres, Worker, wait_until
+from tests.support.runs import unsent_run
 from tests.support.stack import environment, own_redis_url
 from workers.app import create_app
 

@@ -15,35 +15,20 @@ from kombu import Connection, Exchange, Producer
 
 from pipeline import dead_letters, enqueue_crm_sync, runs
 from pipeline.companies import contact_ids_of_companies
-from pipeline.db.models import DeadLetter, RunKind
+from pipeline.db.models import RunKind
 from pipeline.errors import AlreadyReplayedError, NotFoundError
 from pipeline.reopening import reopen_items
 from pipeline.replay import put_back, replay_entry, replay_run
 from pipeline.settings import get_settings
 from pipeline.simulator import Simulator
-from tests.integration.test_cli import pipeline
-from tests.integration.test_crm_sync import crm_calls, enriched, external_ids
-from tests.integration.test_enrichment import finished, reasons
+from tests.support.cli import pipeline
+from tests.support.crm import crm_calls, enriched, external_ids
+from tests.support.dead_letters import entry_for, fetch
 from tests.support.processes import Worker, wait_until
+from tests.support.runs import finished, reasons
 from tests.support.vendor_stub import VendorStub
 
 pytestmark = pytest.mark.usefixtures("worker")
-
-
-def entry_for(task_id: str, *, failures: int = 1) -> DeadLetter:
-    def look() -> DeadLetter | None:
-        for entry in dead_letters.list_entries(limit=500):
-            if entry.task_id == task_id and entry.failures >= failures:
-                return entry
-        return None
-
-    return wait_until(look, timeout=30, interval=0.1, what=f"dead letter of {task_id}")
-
-
-def fetch(app: Any, url: str, tenant: int) -> Any:
-    return app.send_task(
-        "tests.fetch_vendor", args=[url], kwargs={"tenant_id": tenant, "vendor": "crawler"}
-    )
 
 
 def test_a_non_retryable_vendor_error_is_dead_lettered_at_once(

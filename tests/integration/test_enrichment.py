@@ -6,7 +6,6 @@ isolation, and that no item is ever lost.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import pytest
@@ -18,37 +17,15 @@ from pipeline.companies import contacts_of
 from pipeline.db.engine import session_scope
 from pipeline.db.models import (
     FINISHED_ITEM_STATUSES,
-    FINISHED_RUN_STATUSES,
     Company,
     RunKind,
     VendorCall,
 )
 from pipeline.errors import InputError
 from pipeline.simulator import Simulator
-from tests.support.processes import wait_until
+from tests.support.runs import calls, company, finished, reasons
 
 pytestmark = pytest.mark.usefixtures("worker")
-TERMINAL_RUN = set(FINISHED_RUN_STATUSES)
-
-
-def finished(run_id: uuid.UUID, timeout: float = 60) -> runs.RunView:
-    def done() -> runs.RunView | None:
-        view = runs.get_run(run_id)
-        return view if view and view.run.status in TERMINAL_RUN else None
-
-    return wait_until(done, timeout=timeout, interval=0.1, what=f"run {run_id} to finish")
-
-
-def reasons(view: runs.RunView) -> list[list[str]]:
-    return [[r for r in item.degraded_reasons.split(",") if r] for item in view.items]
-
-
-def calls(sim: Simulator, vendor: str, tenant: int) -> int:
-    return int(sim.stats()["calls"].get(vendor, {}).get(str(tenant), 0))
-
-
-def company(n: int, tenant: int) -> dict[str, str]:
-    return {"name": f"Company {n}", "domain": f"company-{n}-{tenant}.com"}
 
 
 def test_a_healthy_run_succeeds_with_verified_contacts(simulator: Simulator, tenant: int) -> None:

@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 
-from pipeline import enqueue_enrichment, enqueue_export
-from pipeline.credentials import put_credential
+from pipeline import enqueue_export
 from pipeline.errors import (
     CircuitOpenError,
     InputError,
@@ -18,20 +17,11 @@ from pipeline.errors import (
 from pipeline.simulator import Simulator
 from pipeline.vendors.erp import ErpDatabaseMissingError, ErpFieldRejectedError
 from tasks.export import disables_export, tenant_lease
-from tests.integration.test_enrichment import company, finished, reasons
+from tests.support.erp import enriched
 from tests.support.processes import Worker, wait_until
+from tests.support.runs import finished, reasons
 
 pytestmark = pytest.mark.usefixtures("worker")
-
-
-def enriched(simulator: Simulator, tenant: int, n: int = 3, db: str = "") -> Any:
-    """A finished enrichment run of `n` companies, and an ERP login stored for the tenant."""
-    database = f"odoo_{tenant}"
-    simulator.register_erp_user(tenant, database, "admin", "s3cret-erp")
-    put_credential(
-        tenant, "erp", {"db": db or database, "login": "admin", "password": "s3cret-erp"}
-    )
-    return finished(enqueue_enrichment(tenant, [company(i, tenant) for i in range(n)]))
 
 
 def test_export_writes_each_partner_once_even_when_run_again(

@@ -28,9 +28,9 @@ from pipeline import runs
 from pipeline.db.models import RunKind
 from pipeline.settings import load_settings
 from pipeline.simulator import Simulator
-from tests.integration.test_enrichment import finished
-from tests.integration.test_export import enriched
+from tests.support.erp import enriched
 from tests.support.processes import Worker, wait_until
+from tests.support.runs import finished
 from tests.support.stack import own_redis_url
 from workers.app import create_app
 

@@ -24,8 +24,8 @@ import requests
 from pipeline import enqueue_crm_sync, enqueue_enrichment
 from pipeline.credentials import put_credential
 from pipeline.simulator import Simulator
-from tests.integration.test_enrichment import company, finished
 from tests.support.processes import REPO, Worker, free_port, wait_until
+from tests.support.runs import company, finished
 
 USER, PASSWORD = "ops", f"flower-{uuid.uuid4().hex}"
 

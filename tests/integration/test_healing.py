@@ -36,9 +36,9 @@ from pipeline.replay import replay_run
 from pipeline.settings import get_settings, load_settings
 from pipeline.simulator import Simulator
 from tasks.maintenance import reconciler
-from tests.integration.test_enrichment import calls, company, finished
-from tests.integration.test_pipelines import ready_tenant, stages_of
 from tests.support.processes import wait_until
+from tests.support.runs import calls, company, finished, stages_of
+from tests.support.tenants import ready_tenant
 
 pytestmark = pytest.mark.usefixtures("worker")
 

@@ -20,11 +20,11 @@ from pipeline.settings import get_settings
 from pipeline.simulator import Simulator
 from pipeline.vendors.erp import ErpClient
 from tasks.export import export_one, partner_vals
-from tests.integration.test_crm_sync import enriched as enriched_for_crm
-from tests.integration.test_crm_sync import external_ids
-from tests.integration.test_enrichment import calls, finished, reasons
-from tests.integration.test_export import enriched as enriched_for_erp
+from tests.support.crm import enriched as enriched_for_crm
+from tests.support.crm import external_ids
+from tests.support.erp import enriched as enriched_for_erp
 from tests.support.processes import free_port
+from tests.support.runs import calls, finished, reasons
 
 pytestmark = pytest.mark.usefixtures("worker")
 HANG_S = 2.0  # beyond the tests' HTTP_READ_TIMEOUT_S (1 s): answered after we gave up

@@ -29,8 +29,8 @@ from pipeline.enqueue import EnrichmentOptions
 from pipeline.metrics.exposition import render
 from pipeline.settings import load_settings
 from pipeline.simulator import Simulator
-from tests.integration.test_enrichment import finished
 from tests.support.processes import Worker, free_port, wait_until
+from tests.support.runs import finished
 from tests.support.stack import environment, own_redis_url
 from workers.app import create_app
 

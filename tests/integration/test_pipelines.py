@@ -6,43 +6,20 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from pipeline import enqueue_enrichment, runs
 from pipeline.credentials import put_credential
 from pipeline.db.engine import session_scope
-from pipeline.db.models import FINISHED_RUN_STATUSES, Run, RunKind, utcnow
+from pipeline.db.models import Run, RunKind, utcnow
 from pipeline.errors import InputError
 from pipeline.simulator import Simulator
 from pipeline.stages import start_next_stage, sweep_pipelines
-from tests.integration.test_enrichment import company, finished
 from tests.support.processes import wait_until
+from tests.support.runs import company, finished, stages_of
+from tests.support.tenants import ready_tenant
 
 pytestmark = pytest.mark.usefixtures("worker")
-DONE = set(FINISHED_RUN_STATUSES)
-
-
-def stages_of(first: uuid.UUID, count: int) -> dict[str, Run]:
-    """The pipeline's `count` later stages once all have closed; a duplicate stage fails."""
-
-    def look() -> dict[str, Run] | None:
-        with session_scope() as session:
-            found = session.scalars(select(Run).where(Run.parent_run_id == first)).all()
-        kinds = [run.kind for run in found]
-        assert len(kinds) == len(set(kinds)) <= count, f"stages started more than once: {kinds}"
-        done = {run.kind: run for run in found if run.status in DONE}
-        return done if len(done) == count else None
-
-    return wait_until(look, timeout=90, interval=0.2, what=f"{count} stages after {first}")
-
-
-def ready_tenant(simulator: Simulator, tenant: int) -> None:
-    simulator.register_crm_client(tenant, f"c-{tenant}", "crm-secret")
-    put_credential(tenant, "crm", {"client_id": f"c-{tenant}", "client_secret": "crm-secret"})
-    simulator.register_erp_user(tenant, f"odoo_{tenant}", "admin", "erp-secret")
-    put_credential(
-        tenant, "erp", {"db": f"odoo_{tenant}", "login": "admin", "password": "erp-secret"}
-    )
 
 
 def test_enrichment_then_crm_sync_then_export(simulator: Simulator, tenant: int) -> None:

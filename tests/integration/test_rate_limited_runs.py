@@ -17,10 +17,10 @@ import pytest
 from pipeline import enqueue_crm_sync, enqueue_enrichment, runs
 from pipeline.settings import get_settings
 from pipeline.simulator import Outage, Simulator
-from tests.integration.test_crm_sync import enriched as enriched_for_crm
-from tests.integration.test_crm_sync import external_ids
-from tests.integration.test_enrichment import calls, company, finished, reasons
+from tests.support.crm import enriched as enriched_for_crm
+from tests.support.crm import external_ids
 from tests.support.processes import wait_until
+from tests.support.runs import calls, company, finished, reasons
 
 pytestmark = pytest.mark.usefixtures("worker")
 ITEMS = 25

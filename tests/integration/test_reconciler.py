@@ -24,17 +24,15 @@ import redis
 from sqlalchemy import delete, select, update
 
 from pipeline import dead_letters, progress, runs
-from pipeline.companies import CompanyRef, upsert_companies
 from pipeline.db.engine import session_scope
-from pipeline.db.models import ItemStatus, ReconcilerMark, RunItem, RunKind, utcnow
-from pipeline.enqueue import EnrichmentOptions
+from pipeline.db.models import ItemStatus, ReconcilerMark, RunItem, utcnow
 from pipeline.reconciler import Reconciler
 from pipeline.replay import replay_entry
 from pipeline.settings import get_settings, load_settings
 from pipeline.simulator import Simulator
 from tasks.maintenance import CeleryBroker, CeleryDispatch
-from tests.integration.test_enrichment import calls, company, finished
 from tests.support.processes import REPO, PrivateRedis, Worker, wait_until
+from tests.support.runs import calls, finished, unsent_run
 from tests.support.stack import own_redis_url
 from workers.app import create_app
 
@@ -59,25 +57,6 @@ def later(seconds: float | None = None) -> Any:
 def reconciler(app: Any = None, **settings: Any) -> Reconciler:
     chosen = load_settings(**settings) if settings else get_settings()
     return Reconciler(chosen, CeleryBroker(app or create_app(), chosen), CeleryDispatch())
-
-
-def unsent_run(tenant: int, n: int) -> tuple[uuid.UUID, list[RunItem]]:
-    """An enrichment run recorded as `enqueue_enrichment` records it — whose message never
-    reached a worker."""
-    ids = upsert_companies(
-        tenant,
-        [
-            CompanyRef(None, c["name"], c["domain"])
-            for c in map(lambda i: company(i, tenant), range(n))
-        ],
-    )
-    options = {**EnrichmentOptions.resolve(None).model_dump(), "then": []}
-    run_id = runs.create_run(
-        tenant, RunKind.ENRICHMENT, [f"company:{i}" for i in ids], options=options
-    )
-    view = runs.get_run(run_id)
-    assert view is not None
-    return run_id, view.items
 
 
 def step_context(tenant: int, run_id: uuid.UUID, item: RunItem, **found: Any) -> dict[str, Any]:

@@ -37,9 +37,8 @@ from sqlalchemy import create_engine, inspect, text
 from pipeline import enqueue_enrichment
 from pipeline.credentials import get_credential, put_credential
 from pipeline.simulator import Simulator
-from tests.integration.test_enrichment import company, finished
-from tests.integration.test_pipelines import stages_of
 from tests.support.processes import Worker, wait_until
+from tests.support.runs import company, finished, stages_of
 
 _BASE64 = re.compile(rb"[A-Za-z0-9+/_-]{12,}={0,2}")
 
