@@ -158,7 +158,13 @@ def test_after_a_500_the_connection_serves_the_next_request_and_the_log_has_its_
         assert conn.sock is sock, "the same keep-alive connection served all three"
         conn.close()
 
-        logged = server.log_lines()
+        def logged_through_the_last_request() -> list[dict[str, Any]] | None:
+            """The server logs a request once its answer is sent: the line may lag it."""
+            lines = server.log_lines()
+            last = any(line.get("correlation_id") == "after-the-fault" for line in lines)
+            return lines if last else None
+
+        logged = wait_until(logged_through_the_last_request, timeout=10, what="the log")
         (failure,) = [line for line in logged if line.get("level") == "error"]
         assert failure["event"] == "api.unexpected_error"
         assert failure["correlation_id"] == "the-fault" and "RuntimeError" in json.dumps(failure)
