@@ -1,7 +1,7 @@
 """The export's tenant lease with a real worker (issue 9, item 6): a short TTL renewed by a
 heartbeat, so a killed holder frees it in seconds; a holder that loses it stops writing.
 
-A dedicated worker (one pool process, its own broker db, `LEASE_TTL_S=4`,
+A dedicated worker (one pool process, its own broker db, `LEASE_TTL_S=8`,
 `TASK_TIME_LIMIT_S=300`) exports to the simulator's ERP made slow, so the export is caught
 mid-way:
 
@@ -36,7 +36,7 @@ from workers.app import create_app
 
 pytestmark = pytest.mark.usefixtures("worker")
 EXPORT_BROKER = own_redis_url(1)
-LEASE_TTL_S = 4.0  # longer than Celery takes to see the dead process and redeliver
+LEASE_TTL_S = 8.0  # longer than Celery takes to see the dead process and redeliver, busy
 COMPANIES = 10
 LATENCY_MS = 250  # each partner: a search and a create
 
