@@ -162,3 +162,15 @@ def safe_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return url.split("@")[-1]
+
+
+def limit_option(what: str) -> Any:
+    """`--limit N` (1-1000, default 50) alike on every listing command."""
+    return click.option(
+        "--limit",
+        metavar="N",
+        type=click.IntRange(1, 1000),
+        default=50,
+        show_default=True,
+        help=f"At most this many{what}.",
+    )

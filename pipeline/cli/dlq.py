@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import click
 
-from pipeline.cli.common import AGE, EXIT_OK, TENANT, example
+from pipeline.cli.common import AGE, EXIT_OK, TENANT, example, limit_option
 from pipeline.errors import InputError
 
 ENTRY_ID = click.IntRange(1, 2**63 - 1)
@@ -29,14 +29,7 @@ def dlq() -> None:
 @click.option(
     "--status", type=click.Choice(["dead", "replayed"]), help="Only entries in this state."
 )
-@click.option(
-    "--limit",
-    metavar="N",
-    type=click.IntRange(1, 1000),
-    default=50,
-    show_default=True,
-    help="At most this many.",
-)
+@limit_option("")
 def list_entries(tenant: int | None, run_id: str | None, status: str | None, limit: int) -> int:
     """Dead letters, newest first: id, status, when, tenant, task, path, error, run."""
     from pipeline import dead_letters

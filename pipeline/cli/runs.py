@@ -9,7 +9,7 @@ from datetime import datetime
 import click
 from rich.table import Column, Table
 
-from pipeline.cli.common import EXIT_OK, SINCE, TENANT, example
+from pipeline.cli.common import EXIT_OK, SINCE, TENANT, example, limit_option
 from pipeline.db.models import RunKind, RunStatus
 
 STATUS_STYLE = {"succeeded": "green", "degraded": "yellow", "failed": "red"}
@@ -52,14 +52,7 @@ def runs() -> None:
 @click.option(
     "--since", type=SINCE, help="Only runs created since: an age (2h, 7d) or an ISO date/time."
 )
-@click.option(
-    "--limit",
-    metavar="N",
-    type=click.IntRange(1, 1000),
-    default=50,
-    show_default=True,
-    help="At most this many, newest first.",
-)
+@limit_option(", newest first")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line, full detail.")
 def list_runs(
     tenant: int | None,

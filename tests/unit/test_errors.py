@@ -34,6 +34,7 @@ from pipeline.errors import (
     parse_retry_after,
     raise_for_vendor,
 )
+from tests.support.api import ERROR_KEYS
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET_URL = "http://x/path?api_key=SECRET"
@@ -382,20 +383,10 @@ def test_retries_exhausted_error_carries_last_error() -> None:
 
 # --- error body -------------------------------------------------------------------------
 
-BODY_KEYS = {
-    "error",
-    "status_code",
-    "message",
-    "details",
-    "error_code",
-    "correlation_id",
-    "timestamp",
-}
-
 
 def test_error_body_has_exactly_the_standard_keys() -> None:
     body = error_body(status_code=502, message="crm answered 503", error_code="SERVER_ERROR")
-    assert set(body) == BODY_KEYS
+    assert set(body) == ERROR_KEYS
     assert body["error"] is True
     assert body["status_code"] == 502
     assert body["message"] == "crm answered 503"
@@ -430,7 +421,7 @@ def test_error_body_for_exception_uses_its_code_and_status() -> None:
     error = classify(make_response(429, {"Retry-After": "7"}), "crm")
     assert error is not None
     body = error_body_for(error, correlation_id="cid")
-    assert set(body) == BODY_KEYS
+    assert set(body) == ERROR_KEYS
     assert body["error"] is True
     assert body["status_code"] == 429
     assert body["error_code"] == "RATE_LIMITED"
